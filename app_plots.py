@@ -1,0 +1,271 @@
+"""Plotly figures for the app: generations as points in objective space with each method's Pareto
+front, one generation's scores, and the methods' Bradley-Terry strengths.
+
+Pure functions of plain values (no gradio, no database), so tests call them directly. Every
+string that came from the model is HTML-escaped before it reaches Plotly, whose hover labels
+understand a subset of HTML.
+
+    fig = frontier_figure(points, ("positivity", "conciseness"))   # 2 objectives: step lines
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import plotly.graph_objects as go
+
+from steering.pareto import front_for_plot, hypervolume, non_dominated
+
+METHOD_COLOURS = {
+    "clp": "#1f77b4",
+    "prompt": "#ff7f0e",
+    "soups": "#2ca02c",
+    "logits": "#d62728",
+    "base": "#7f7f7f",
+}
+FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+HOVER_TEXT_CHARS = 120
+FIGURE_HEIGHT = 440
+
+
+@dataclass(frozen=True)
+class PlotPoint:
+    """One scored generation, its normalised scores aligned with the plot's objectives."""
+
+    generation_id: int
+    method: str
+    weights: tuple[float, ...]
+    scores: tuple[float, ...]
+    text: str
+
+
+def method_colour(method: str) -> str:
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    return FALLBACK_COLOURS[sum(map(ord, method)) % len(FALLBACK_COLOURS)]
+
+
+def methods_in(points: Sequence[PlotPoint]) -> list[str]:
+    """Methods in the order the app lists them, unknown ones after."""
+    present = {p.method for p in points}
+    known = [m for m in METHOD_COLOURS if m in present]
+    return known + sorted(present - set(known))
+
+
+def score_matrix(points: Sequence[PlotPoint]) -> np.ndarray:
+    return np.array([p.scores for p in points], dtype=np.float64).reshape(len(points), -1)
+
+
+def fronts_by_method(points: Sequence[PlotPoint]) -> dict[str, np.ndarray]:
+    """For each method, the indices (into `points`) of its own non-dominated points."""
+    fronts = {}
+    for method in methods_in(points):
+        idx = np.array([i for i, p in enumerate(points) if p.method == method])
+        fronts[method] = idx[non_dominated(score_matrix([points[i] for i in idx]))]
+    return fronts
+
+
+def hypervolumes(points: Sequence[PlotPoint], reference: float) -> dict[str, float]:
+    """Hypervolume of each method's points above `reference` on every objective."""
+    if not points:
+        return {}
+    ref = np.full(len(points[0].scores), reference)
+    return {
+        method: hypervolume(score_matrix([p for p in points if p.method == method]), ref)
+        for method in methods_in(points)
+    }
+
+
+def weights_label(objectives: Sequence[str], weights: Sequence[float]) -> str:
+    return ", ".join(f"{o}={w:.2f}" for o, w in zip(objectives, weights, strict=True))
+
+
+def text_start(text: str, limit: int = HOVER_TEXT_CHARS) -> str:
+    """The first characters of a generation on one line (raw: escape before rendering)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def hover_text(point: PlotPoint, objectives: Sequence[str]) -> str:
+    scores = ", ".join(f"{o}={s:+.2f}" for o, s in zip(objectives, point.scores, strict=True))
+    return (
+        f"<b>{html.escape(point.method)}</b> #{point.generation_id}<br>"
+        f"weights: {html.escape(weights_label(objectives, point.weights))}<br>"
+        f"scores: {html.escape(scores)}<br>"
+        f"{html.escape(text_start(point.text))}"
+    )
+
+
+def _title(title: str, hv: Mapping[str, float], reference: float) -> str:
+    if not hv:
+        return title
+    parts = " · ".join(f"{m} {v:.3g}" for m, v in hv.items())
+    return f"{title}<br><sup>hypervolume (reference {reference:g}): {parts}</sup>"
+
+
+def empty_figure(message: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=html.escape(message), showarrow=False, x=0.5, y=0.5, xref="paper",
+                       yref="paper", font={"size": 14})
+    fig.update_layout(height=FIGURE_HEIGHT, xaxis={"visible": False}, yaxis={"visible": False})
+    return fig
+
+
+def frontier_figure(
+    points: Sequence[PlotPoint],
+    objectives: Sequence[str],
+    highlight: int | None = None,
+    title: str = "Generations in objective space",
+    reference: float = -2.0,
+) -> go.Figure:
+    """Every point coloured by method, each method's non-dominated points enlarged and joined.
+
+    Two objectives: a scatter with a step line through each front. Three: a 3D scatter. More: a
+    parallel-coordinates plot with a 0/1 "front" axis. `highlight` marks one generation id.
+    """
+    if not points:
+        return empty_figure("No scored generations yet: generate or sweep to add points.")
+    k = len(objectives)
+    hv = hypervolumes(points, reference)
+    if k > 3:
+        return _parallel_figure(points, objectives, _title(title, hv, reference))
+    if k == 1:
+        # One objective has no front to draw; points spread along x in the order they came.
+        points = [
+            PlotPoint(p.generation_id, p.method, p.weights, (float(i), *p.scores), p.text)
+            for i, p in enumerate(points)
+        ]
+        objectives = ("generation", *objectives)
+    fig = go.Figure()
+    fronts = fronts_by_method(points)
+    for method in methods_in(points):
+        colour = method_colour(method)
+        on_front = set(fronts[method].tolist())
+        mine = [i for i, p in enumerate(points) if p.method == method]
+        for front, label in ((False, "dominated"), (True, "front")):
+            chosen = [points[i] for i in mine if (i in on_front) == front]
+            if chosen:
+                fig.add_trace(_scatter(chosen, objectives, method, colour, front, label))
+        if len(objectives) == 2 and len(fronts[method]) > 1:
+            front_points = [points[i] for i in fronts[method]]
+            order = front_for_plot(score_matrix(front_points))
+            xs = [front_points[i].scores[0] for i in order]
+            ys = [front_points[i].scores[1] for i in order]
+            fig.add_trace(
+                go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "vh", "color": colour},
+                           name=f"{method} front", legendgroup=method, showlegend=False,
+                           hoverinfo="skip")
+            )
+    marked = [p for p in points if p.generation_id == highlight]
+    if marked:
+        fig.add_trace(_scatter(marked, objectives, "latest", "#000000", True, "latest"))
+    layout = {"title": {"text": _title(title, hv, reference)}, "height": FIGURE_HEIGHT,
+              "margin": {"l": 40, "r": 20, "t": 70, "b": 40}, "legend": {"orientation": "h"}}
+    if len(objectives) == 3:
+        layout["scene"] = {"xaxis_title": objectives[0], "yaxis_title": objectives[1],
+                           "zaxis_title": objectives[2]}
+    else:
+        layout["xaxis_title"], layout["yaxis_title"] = objectives[0], objectives[1]
+    fig.update_layout(**layout)
+    return fig
+
+
+def _scatter(points, objectives, method, colour, front, label):
+    xs = [p.scores[0] for p in points]
+    ys = [p.scores[1] for p in points]
+    marker = {
+        "color": colour,
+        "size": 11 if front else 7,
+        "opacity": 1.0 if front else 0.45,
+        "line": {"width": 1.5 if front else 0, "color": "#222222"},
+    }
+    if label == "latest":
+        marker.update(symbol="diamond" if len(objectives) == 3 else "star", size=16,
+                      color="rgba(0,0,0,0)", line={"width": 2.5, "color": "#000000"})
+    common = {
+        "mode": "markers",
+        "name": method if label != "dominated" else f"{method} (dominated)",
+        "legendgroup": method,
+        "marker": marker,
+        "text": [hover_text(p, objectives[-len(p.scores):]) for p in points],
+        "hovertemplate": "%{text}<extra></extra>",
+        "customdata": [p.generation_id for p in points],
+    }
+    if len(objectives) == 3:
+        marker["size"] = marker["size"] * 0.6
+        return go.Scatter3d(x=xs, y=ys, z=[p.scores[2] for p in points], **common)
+    return go.Scatter(x=xs, y=ys, **common)
+
+
+def _parallel_figure(points, objectives, title) -> go.Figure:
+    methods = methods_in(points)
+    index = {m: i for i, m in enumerate(methods)}
+    on_front = np.zeros(len(points))
+    for idx in fronts_by_method(points).values():
+        on_front[idx] = 1.0
+    scores = score_matrix(points)
+    dimensions = [{"label": o, "values": scores[:, j]} for j, o in enumerate(objectives)]
+    dimensions.append({"label": "front", "values": on_front, "tickvals": [0, 1],
+                       "ticktext": ["dominated", "front"]})
+    colours = [method_colour(m) for m in methods]
+    # A discrete colour scale: method i occupies the band [i, i+1) / n.
+    n = max(len(methods), 1)
+    scale = []
+    for i, colour in enumerate(colours):
+        scale += [[i / n, colour], [(i + 1) / n, colour]]
+    values = [(index[p.method] + 0.5) / n for p in points]
+    fig = go.Figure(
+        go.Parcoords(line={"color": values, "colorscale": scale, "cmin": 0, "cmax": 1},
+                     dimensions=dimensions)
+    )
+    legend = " · ".join(f"<span style='color:{c}'>{html.escape(m)}</span>"
+                        for m, c in zip(methods, colours, strict=True))
+    fig.update_layout(title={"text": f"{title}<br><sup>{legend}</sup>"}, height=FIGURE_HEIGHT,
+                      margin={"l": 60, "r": 60, "t": 90, "b": 30})
+    return fig
+
+
+def scores_figure(
+    objectives: Sequence[str], raw: Mapping[str, float], normalised: Mapping[str, float] | None
+) -> go.Figure:
+    """One generation's normalised scores as bars, each labelled with its raw score."""
+    values = normalised if normalised is not None else raw
+    fig = go.Figure(
+        go.Bar(
+            x=list(objectives),
+            y=[values[o] for o in objectives],
+            text=[f"raw {raw[o]:.3g}" for o in objectives],
+            textposition="auto",
+            marker={"color": ["#2a9d8f" if values[o] >= 0 else "#e76f51" for o in objectives]},
+            hovertemplate="%{x}: %{y:.2f}<extra></extra>",
+        )
+    )
+    label = "normalised score (z)" if normalised is not None else "raw score (no calibration)"
+    fig.update_layout(height=260, margin={"l": 40, "r": 10, "t": 30, "b": 30},
+                      yaxis_title=label, title={"text": "Scores of this response"})
+    return fig
+
+
+def strengths_figure(strengths: Sequence) -> go.Figure:
+    """Bradley-Terry log-strengths with their 95% intervals (storage MethodStrength records)."""
+    if not strengths:
+        return empty_figure("No rated comparisons between two methods yet.")
+    fig = go.Figure(
+        go.Scatter(
+            x=[s.strength for s in strengths],
+            y=[s.method for s in strengths],
+            mode="markers",
+            marker={"size": 12, "color": [method_colour(s.method) for s in strengths]},
+            error_x={"type": "data", "symmetric": False,
+                     "array": [s.high - s.strength for s in strengths],
+                     "arrayminus": [s.strength - s.low for s in strengths]},
+            hovertemplate="%{y}: %{x:.2f}<extra></extra>",
+        )
+    )
+    fig.update_layout(height=280, margin={"l": 70, "r": 20, "t": 40, "b": 40},
+                      title={"text": "Bradley-Terry strength (95% bootstrap interval)"},
+                      xaxis_title="log-strength", yaxis={"autorange": "reversed"})
+    return fig

@@ -1,0 +1,187 @@
+"""One command line for the science:
+
+    python -m steering generate --prompt "Review a cafe" --weights 0.7,0.2,0.1 [--method clp] [--json]
+    python -m steering objectives [--json]
+    python -m steering train --method clp --algo rsf --out assets/adapters/clp
+    python -m steering evaluate --prompts assets/prompts/eval.jsonl --methods clp,base --grid 0.25 ...
+    python -m steering study --samples 4 --out docs/objectives.md
+    python -m steering train-reward --db sqlite:///data/steering.db --out runs/human-reward
+    python -m steering bench generate|objectives|app|backends [--json]
+
+A mistake in the input prints one line on stderr and exits 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from steering.errors import UserError  # noqa: E402
+
+
+def parse_weights(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"weights {text!r} are not comma-separated numbers") from None
+
+
+def cmd_generate(args) -> None:
+    from steering.methods import load_steerer
+
+    steerer = load_steerer(args.method, args.adapter, args.base_model, args.dtype)
+    weights = parse_weights(args.weights) if args.weights else [1.0] * len(steerer.objectives)
+    decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    if args.json:
+        result = steerer.generate([args.prompt], weights, **decoding)[0]
+        out = {"text": result.text, "weights": list(result.weights), "tokens": result.tokens, "seconds": round(result.seconds, 3)}
+        out.update({"method": args.method, "objectives": list(steerer.objectives)})
+        print(json.dumps(out))
+        return
+    text = ""
+    for text in steerer.stream(args.prompt, weights, **decoding):
+        pass
+    print(text)
+
+
+def cmd_objectives(args) -> None:
+    from steering.objectives import list_objectives_json, list_objectives_text
+
+    print(list_objectives_json() if args.json else list_objectives_text())
+
+
+def cmd_train(args) -> None:
+    from dataclasses import fields
+
+    from steering.train import TrainConfig, train
+
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    out = train(TrainConfig(**values))
+    print(f"adapter written to {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from steering.evaluate import EvaluateConfig, evaluate
+
+    config = EvaluateConfig(
+        prompts=args.prompts,
+        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
+        grid=args.grid,
+        samples=args.samples,
+        out=args.out,
+        limit=args.limit,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        reference_point=tuple(parse_weights(args.reference_point)) if args.reference_point else None,
+    )
+    summary = evaluate(config)
+    print(summary)
+
+
+def cmd_study(args) -> None:
+    from steering.study import objective_study
+
+    print(objective_study(args.pool, args.out, args.objectives.split(",") if args.objectives else None))
+
+
+def cmd_train_reward(args) -> None:
+    from steering.objectives import PreferenceRecord, train_human_reward
+
+    if args.db:
+        # the CLI entry point reads the ratings through storage; the library itself never does
+        from storage.repository import preference_records
+
+        rows = preference_records(args.db)
+    else:
+        raise UserError("give --db URL (the ratings database)")
+    records = [PreferenceRecord(**row) for row in rows]
+    report = train_human_reward(records, args.out, seed=args.seed)
+    print(json.dumps(report.to_json() if hasattr(report, "to_json") else report.__dict__, indent=2))
+
+
+def cmd_bench(args) -> None:
+    from steering import bench
+
+    result = bench.run(args.what, args)
+    print(json.dumps(result) if args.json else bench.format_result(args.what, result))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from steering.methods import METHODS
+    from steering.train import TrainConfig, add_config_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate one steered response")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--weights", help="comma-separated, one per objective; normalised to sum 1")
+    gen.add_argument("--method", default="clp", help=f"one of {', '.join(METHODS)}")
+    gen.add_argument("--adapter", help="adapter directory (default: the shipped one for the method)")
+    gen.add_argument("--base-model", help="local model directory or .gguf (default: shipped SmolLM2)")
+    gen.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    gen.add_argument("--max-new-tokens", type=int, default=96)
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--json", action="store_true", help="print one JSON object")
+    gen.set_defaults(func=cmd_generate)
+
+    obj = sub.add_parser("objectives", help="list the registered objectives")
+    obj.add_argument("--json", action="store_true")
+    obj.set_defaults(func=cmd_objectives)
+
+    tr = sub.add_parser("train", help="train clp or a baseline (config fields below)")
+    add_config_arguments(tr, TrainConfig)
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="sweep methods over a weight grid; hypervolume and steerability")
+    ev.add_argument("--prompts", required=True)
+    ev.add_argument("--methods", default=",".join(METHODS))
+    ev.add_argument("--grid", type=float, default=0.25, help="simplex grid step; must divide 1")
+    ev.add_argument("--samples", type=int, default=1, help="responses per prompt and weighting")
+    ev.add_argument("--out", default="results.json")
+    ev.add_argument("--limit", type=int, default=0, help="use only the first N prompts")
+    ev.add_argument("--max-new-tokens", type=int, default=80)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--reference-point", help="comma-separated; default: fixed in steering.evaluate")
+    ev.set_defaults(func=cmd_evaluate)
+
+    st = sub.add_parser("study", help="objective correlations over a base-model pool (docs/objectives.md)")
+    st.add_argument("--pool", default="runs/pool/base.jsonl")
+    st.add_argument("--objectives", help="comma-separated (default: every objective that needs no configuration)")
+    st.add_argument("--out", default="docs/objectives.md")
+    st.set_defaults(func=cmd_study)
+
+    rw = sub.add_parser("train-reward", help="train the `human` reward from stored pairwise ratings")
+    rw.add_argument("--db", help="database URL, e.g. sqlite:///data/steering.db")
+    rw.add_argument("--out", default="runs/human-reward")
+    rw.add_argument("--seed", type=int, default=0)
+    rw.set_defaults(func=cmd_train_reward)
+
+    be = sub.add_parser("bench", help="benchmarks measured side by side in one run")
+    be.add_argument("what", choices=["generate", "objectives", "app", "backends"])
+    be.add_argument("--json", action="store_true")
+    be.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

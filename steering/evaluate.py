@@ -1,0 +1,239 @@
+"""Sweep methods over a simplex grid of weightings and measure their Pareto fronts.
+
+    python -m steering evaluate --prompts assets/prompts/eval.jsonl \\
+        --methods clp,prompt,soups,logits,base --grid 0.25 --samples 1 --out results.json
+
+Writes `results.json` (schema below), `results.html` (interactive Plotly) and `results.png`.
+Generations are cached line by line in `results.cache.jsonl`, so an interrupted sweep resumes.
+
+Results schema (other tools read it):
+
+    {"objectives": [name, ...],
+     "reference_point": [float, ...],          # fixed before the run, in normalised units
+     "grid": step, "prompts": n, "samples": s,
+     "methods": {NAME: {"hypervolume": float,
+                        "steerability": {objective: spearman_rho},
+                        "front": [index into points, ...],
+                        "points": [{"weights": [...], "rewards": {objective: mean_normalised},
+                                    "raw": {objective: mean_raw}, "tokens": mean_tokens}]}},
+     "dominance": {A: {B: share of A's points dominated by B's front}}}
+
+Rewards are z-scores under the calibration shipped with the clp adapter (base-model samples on
+the training prompts), so every method is measured on the same scale.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from steering.errors import UserError
+from steering.methods import METHODS, check_method, load_steerer
+from steering.objectives import score
+from steering.pareto import dominated_share, hypervolume, non_dominated, simplex_grid, steerability
+from steering.prompts import read_prompts
+
+# Normalised rewards are z-scores against base-model samples; -2 on every objective is worse than
+# almost every mean a method reaches, fixed here so hypervolumes from different runs compare.
+DEFAULT_REFERENCE = -2.0
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    prompts: str
+    methods: tuple[str, ...] = METHODS
+    grid: float = 0.25
+    samples: int = 1
+    out: str = "results.json"
+    limit: int = 0
+    max_new_tokens: int = 80
+    seed: int = 0
+    temperature: float = 0.7
+    rows_per_batch: int = 16
+    reference_point: tuple[float, ...] | None = None
+
+
+def _grid(k: int, step: float) -> np.ndarray:
+    try:
+        return simplex_grid(k, step)
+    except ValueError as error:
+        raise UserError(str(error).rstrip(".")) from None
+
+
+def _read_cache(path: Path) -> dict[tuple, dict]:
+    if not path.exists():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {(r["method"], r["point"], r["prompt"], r["sample"]): r for r in rows}
+
+
+def sweep_method(method, steerer, prompts, grid, config: EvaluateConfig, cache_path: Path) -> list[dict]:
+    """Generate and score every (grid point, prompt, sample); cached rows are reused."""
+    cache = _read_cache(cache_path)
+    jobs = [
+        (point, p, s)
+        for point in range(len(grid))
+        for p in range(len(prompts))
+        for s in range(config.samples)
+        if (method, point, p, s) not in cache
+    ]
+    rows_per_batch = config.rows_per_batch // (len(steerer.objectives) if method == "logits" else 1)
+    with cache_path.open("a") as handle:
+        for start in tqdm(range(0, len(jobs), rows_per_batch), desc=f"evaluate {method}", unit="batch"):
+            batch = jobs[start : start + rows_per_batch]
+            batch_prompts = [prompts[p] for _, p, _ in batch]
+            weights = np.stack([grid[point] for point, _, _ in batch])
+            results = steerer.generate(
+                batch_prompts,
+                weights,
+                max_new_tokens=config.max_new_tokens,
+                temperature=config.temperature,
+                seed=config.seed + start,
+            )
+            raw = score(steerer.objectives, batch_prompts, [r.text for r in results])
+            for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True)):
+                row = {
+                    "method": method,
+                    "point": point,
+                    "prompt": p,
+                    "sample": s,
+                    "text": result.text,
+                    "tokens": result.tokens,
+                    "raw": {name: float(values[i]) for name, values in raw.items()},
+                }
+                cache[(method, point, p, s)] = row
+                handle.write(json.dumps(row) + "\n")
+            handle.flush()
+    return [
+        cache[(method, point, p, s)]
+        for point in range(len(grid))
+        for p in range(len(prompts))
+        for s in range(config.samples)
+    ]
+
+
+def summarise_method(rows, grid, objectives, calibration, reference) -> dict:
+    points = []
+    for index, weights in enumerate(grid):
+        mine = [r for r in rows if r["point"] == index]
+        raw = {name: np.array([r["raw"][name] for r in mine]) for name in objectives}
+        normalised = calibration.normalise(raw)
+        points.append(
+            {
+                "weights": [float(w) for w in weights],
+                "rewards": {name: float(normalised[name].mean()) for name in objectives},
+                "raw": {name: float(raw[name].mean()) for name in objectives},
+                "tokens": float(np.mean([r["tokens"] for r in mine])),
+            }
+        )
+    matrix = np.array([[p["rewards"][n] for n in objectives] for p in points])  # (G, K)
+    rho = steerability(grid, matrix)
+    return {
+        "hypervolume": hypervolume(matrix, reference),
+        "steerability": {name: float(r) for name, r in zip(objectives, rho, strict=True)},
+        "front": [int(i) for i in np.flatnonzero(non_dominated(matrix))],
+        "points": points,
+    }
+
+
+def evaluate(config: EvaluateConfig) -> str:
+    for method in config.methods:
+        check_method(method)
+    if not config.methods:
+        raise UserError("give at least one method")
+    if config.samples < 1:
+        raise UserError("samples must be at least 1")
+    prompts = read_prompts(config.prompts, config.limit or None)
+    steerers = {m: load_steerer(m) for m in config.methods}
+    objectives = next(iter(steerers.values())).objectives
+    for method, steerer in steerers.items():
+        if steerer.objectives != objectives:
+            raise UserError(f"method {method} steers {', '.join(steerer.objectives)}, not {', '.join(objectives)}")
+    calibration = load_steerer("base").calibration
+    grid = _grid(len(objectives), config.grid)
+    reference = np.array(config.reference_point or [DEFAULT_REFERENCE] * len(objectives), dtype=float)
+    if reference.shape != (len(objectives),):
+        raise UserError(f"the reference point needs {len(objectives)} values, one per objective")
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache_path = out.with_suffix(".cache.jsonl")
+    results = {
+        "objectives": list(objectives),
+        "reference_point": reference.tolist(),
+        "grid": config.grid,
+        "prompts": len(prompts),
+        "samples": config.samples,
+        "max_new_tokens": config.max_new_tokens,
+        "methods": {},
+    }
+    for method, steerer in steerers.items():
+        rows = sweep_method(method, steerer, prompts, grid, config, cache_path)
+        results["methods"][method] = summarise_method(rows, grid, objectives, calibration, reference)
+    matrices = {
+        m: np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
+        for m, r in results["methods"].items()
+    }
+    results["dominance"] = {
+        a: {b: dominated_share(matrices[a], matrices[b][non_dominated(matrices[b])]) for b in matrices if b != a}
+        for a in matrices
+    }
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    write_plots(results, out)
+    return format_summary(results, out)
+
+
+def format_summary(results: dict, out: Path) -> str:
+    objectives = results["objectives"]
+    lines = [f"| method | hypervolume | " + " | ".join(f"rho {n}" for n in objectives) + " |"]
+    lines.append("|---" * (2 + len(objectives)) + "|")
+    for method, r in results["methods"].items():
+        rho = " | ".join(f"{r['steerability'][n]:.2f}" for n in objectives)
+        lines.append(f"| {method} | {r['hypervolume']:.3f} | {rho} |")
+    lines.append(f"\nwritten: {out}, {out.with_suffix('.html')}, {out.with_suffix('.png')}")
+    return "\n".join(lines)
+
+
+def write_plots(results: dict, out: Path) -> None:
+    """An interactive Plotly HTML (3-D for three objectives) and a PNG of pairwise projections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+
+    objectives = results["objectives"]
+    k = len(objectives)
+    fig = go.Figure()
+    for method, r in results["methods"].items():
+        pts = np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
+        hover = [", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True)) for p in r["points"]]
+        if k >= 3:
+            fig.add_trace(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers", name=method, text=hover))
+        else:
+            fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=method, text=hover))
+    titles = dict(xaxis_title=objectives[0], yaxis_title=objectives[1])
+    if k >= 3:
+        fig.update_layout(scene=dict(**titles, zaxis_title=objectives[2]))
+    else:
+        fig.update_layout(**titles)
+    fig.update_layout(title="Mean normalised reward per grid weighting")
+    fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
+
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
+    for ax, (i, j) in zip(axes[0], pairs, strict=True):
+        for method, r in results["methods"].items():
+            pts = np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
+            ax.scatter(pts[:, i], pts[:, j], label=method, s=22, alpha=0.8)
+        ax.set_xlabel(f"{objectives[i]} (normalised)")
+        ax.set_ylabel(f"{objectives[j]} (normalised)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend()
+    figure.suptitle("Mean normalised reward per grid weighting, by method")
+    figure.tight_layout()
+    figure.savefig(out.with_suffix(".png"), dpi=110)
+    plt.close(figure)

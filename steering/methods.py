@@ -1,0 +1,154 @@
+"""The steering methods the app, the CLI and the evaluation can choose between.
+
+- `clp`: the Conditional Language Policy: K jointly trained adapters mixed per request by w.
+- `prompt`: one adapter trained with the weighting written into the prompt (conditional training).
+- `soups`: Rewarded Soups: each adapter trained alone at its corner w = e_k, mixed like clp.
+- `logits`: logit mixing of the soups corner experts: sum_k w_k * logits_k at every step.
+- `base`: the untrained base model (the weighting is recorded but changes nothing).
+
+Every method shares the one base model in memory; each loads its adapter bank onto it once.
+Calls that run the model hold `MODEL_LOCK`, because the active bank and its weights live on the
+shared layers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+
+from steering.errors import UserError
+from steering.generate import Conditioning, Generation, generate, stream
+from steering.mixing import AdapterMetadata, check_weights, load_bank, read_metadata
+from steering.objectives import Calibration, load_calibration
+from steering.policy import BaseModel, load_base
+from steering.prompts import ASSETS
+
+METHODS = ("clp", "prompt", "soups", "logits", "base")
+ADAPTERS = ASSETS / "adapters"
+# the corner experts logit mixing combines are the soups adapters
+ADAPTER_OF_METHOD = {"clp": "clp", "prompt": "prompt", "soups": "soups", "logits": "soups"}
+MODEL_LOCK = threading.RLock()
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise UserError(f"method {method!r} is unknown; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def weights_prompt(prompt: str, weights, objectives: tuple[str, ...]) -> str:
+    """The prompt-conditioning baseline: the weighting written in front of the request."""
+    parts = ", ".join(f"{name}={float(w):.2f}" for name, w in zip(objectives, weights, strict=True))
+    return f"[weights: {parts}]\n{prompt}"
+
+
+def method_conditioning(
+    method: str, bank: str | None, objectives: tuple[str, ...], prompts: list[str], weights: torch.Tensor
+) -> tuple[list[str], Conditioning]:
+    """The prompts the model sees and the conditioning of a method at (B, K) weights."""
+    if bank is None:
+        return prompts, Conditioning(None, None)
+    if method == "prompt":
+        texts = [weights_prompt(p, w.tolist(), objectives) for p, w in zip(prompts, weights, strict=True)]
+        return texts, Conditioning(bank, torch.ones(len(prompts), 1))
+    return prompts, Conditioning(bank, weights, mix_logits=method == "logits")
+
+
+def default_adapter_dir(method: str) -> Path:
+    return Path(os.environ.get("STEERING_ADAPTERS", ADAPTERS)) / ADAPTER_OF_METHOD[method]
+
+
+@dataclass(frozen=True)
+class Steerer:
+    """One method ready to generate: the shared base model plus the method's loaded bank."""
+
+    method: str
+    base: BaseModel
+    objectives: tuple[str, ...]
+    bank: str | None  # the adapter bank's name on the shared model; None for `base`
+    metadata: AdapterMetadata | None
+    adapter_dir: Path | None
+
+    @property
+    def calibration(self) -> Calibration:
+        """Normalisation statistics saved with the adapter (the shipped clp one for `base`)."""
+        directory = self.adapter_dir or default_adapter_dir("clp")
+        return load_calibration(directory)
+
+    def conditioning(self, prompts: list[str], weights: torch.Tensor) -> tuple[list[str], Conditioning]:
+        """What the model sees for these prompts at these normalised (B, K) weights."""
+        return method_conditioning(self.method, self.bank, self.objectives, prompts, weights)
+
+    def normalised_weights(self, weights, rows: int) -> torch.Tensor:
+        w = check_weights(weights, len(self.objectives))
+        if w.shape[0] == 1 and rows > 1:
+            w = w.expand(rows, -1)
+        if w.shape[0] != rows:
+            raise UserError(f"{rows} prompts but {w.shape[0]} weightings")
+        return w
+
+    def generate(self, prompts: list[str], weights, **decoding) -> list[Generation]:
+        """One response per prompt; `weights` is one weighting for all or one per prompt."""
+        w = self.normalised_weights(weights, len(prompts))
+        model_prompts, conditioning = self.conditioning(prompts, w)
+        with MODEL_LOCK:
+            results = generate(self.base.model, self.base.tokenizer, model_prompts, conditioning, **decoding)
+        return [
+            Generation(p, r.text, tuple(float(x) for x in row), r.tokens, r.seconds)
+            for p, r, row in zip(prompts, results, w, strict=True)
+        ]
+
+    def stream(self, prompt: str, weights, **decoding) -> Iterator[str]:
+        """The response text so far, after every token. Holds the model lock while it runs."""
+        w = self.normalised_weights(weights, 1)
+        model_prompts, conditioning = self.conditioning([prompt], w)
+        with MODEL_LOCK:
+            yield from stream(self.base.model, self.base.tokenizer, model_prompts[0], conditioning, **decoding)
+
+
+def _objectives_without_adapter() -> tuple[str, ...]:
+    from steering.objectives import DEFAULT_OBJECTIVES
+
+    clp_dir = default_adapter_dir("clp")
+    if (clp_dir / "adapter.json").is_file():
+        return read_metadata(clp_dir).spec.objectives
+    return tuple(DEFAULT_OBJECTIVES)
+
+
+@cache
+def _load(method: str, adapter_dir: Path | None, base_path: str | None, dtype: str) -> Steerer:
+    base = load_base(base_path, dtype)
+    if method == "base":
+        return Steerer(method, base, _objectives_without_adapter(), None, None, None)
+    directory = adapter_dir or default_adapter_dir(method)
+    if not directory.exists():
+        raise UserError(
+            f"adapter directory {directory} does not exist; train it with "
+            f"`python -m steering train --method {ADAPTER_OF_METHOD[method]}`"
+        )
+    # a user-chosen directory gets its own bank so it never replaces the shipped one
+    bank = f"{ADAPTER_OF_METHOD[method]}@{directory}" if adapter_dir else ADAPTER_OF_METHOD[method]
+    with MODEL_LOCK:
+        metadata = load_bank(base.model, bank, directory, base.identity)
+    objectives = tuple(metadata.training.get("objectives", metadata.spec.objectives))
+    return Steerer(method, base, objectives, bank, metadata, directory)
+
+
+def load_steerer(
+    method: str,
+    adapter_dir: str | Path | None = None,
+    base_path: str | None = None,
+    dtype: str = "bfloat16",
+) -> Steerer:
+    """The method, loaded once per process (adapter banks stay attached to the shared model)."""
+    check_method(method)
+    if method == "base" and adapter_dir:
+        raise UserError("the base method takes no adapter")
+    directory = Path(adapter_dir).resolve() if adapter_dir else None
+    return _load(method, directory, base_path, dtype)

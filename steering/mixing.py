@@ -1,0 +1,351 @@
+"""Parameter-space conditioning: K low-rank adapters per conditioned linear layer, mixed per row.
+
+For a weighting ``w`` (one row of a ``(B, K)`` matrix) a conditioned layer computes exactly
+
+    y = W0 x + sum_k w_k * (alpha / r) * B_k @ A_k @ x
+
+The K adapters of a layer are stored concatenated: ``A`` is ``(K*r, in)`` (rows ``k*r:(k+1)*r``
+are ``A_k``) and ``B`` is ``(out, K*r)`` (columns ``k*r:(k+1)*r`` are ``B_k``). Scaling the
+``K*r`` hidden units of ``A x`` by ``w_k * alpha / r`` before ``B`` gives the sum above in one
+matmul per layer, for every row of the batch at once.
+
+Unlike peft's ``add_weighted_adapter(..., "linear")``, which scales A and B each by sqrt(w_k) and
+so mixes ``sum_k w_k B_k A_k`` only for a single shared weighting, this mixing is exact and varies
+per row.
+
+A layer can hold several named adapter banks (``clp``, ``soups``, ``prompt`` ...) over one shared
+base model; one bank is active at a time.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn import functional as F
+
+from steering.errors import UserError
+from steering.policy import BaseModelIdentity
+
+VARIANTS = ("attn", "full", "logit")
+ATTN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+ADAPTER_FILE = "adapter.safetensors"
+METADATA_FILE = "adapter.json"
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """Everything that defines an adapter bank apart from its trained values."""
+
+    objectives: tuple[str, ...]
+    variant: str = "attn"
+    rank: int = 8
+    alpha: float = 16.0
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise UserError(f"variant {self.variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
+        if not self.objectives:
+            raise UserError("an adapter bank needs at least one objective")
+        if self.rank < 1:
+            raise UserError(f"rank must be at least 1, got {self.rank}")
+
+    @property
+    def num_adapters(self) -> int:
+        return len(self.objectives)
+
+
+@dataclass(frozen=True)
+class AdapterMetadata:
+    """The JSON saved next to the adapter tensors."""
+
+    spec: AdapterSpec
+    base_model: BaseModelIdentity
+    training: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        spec = asdict(self.spec)
+        spec["objectives"] = list(self.spec.objectives)
+        return {"spec": spec, "base_model": asdict(self.base_model), "training": self.training}
+
+    @classmethod
+    def from_json(cls, data: dict) -> AdapterMetadata:
+        spec = dict(data["spec"])
+        spec["objectives"] = tuple(spec["objectives"])
+        return cls(
+            spec=AdapterSpec(**spec),
+            base_model=BaseModelIdentity(**data["base_model"]),
+            training=data.get("training", {}),
+        )
+
+
+class LoraBank(nn.Module):
+    """K rank-r adapters of one linear layer, concatenated along the rank axis."""
+
+    def __init__(self, in_features: int, out_features: int, spec: AdapterSpec):
+        super().__init__()
+        hidden = spec.num_adapters * spec.rank
+        self.rank = spec.rank
+        self.scaling = spec.alpha / spec.rank
+        # peft's default init: A Kaiming-uniform, B zero, so a fresh bank leaves the base unchanged.
+        self.A = nn.Parameter(torch.empty(hidden, in_features))
+        self.B = nn.Parameter(torch.zeros(out_features, hidden))
+        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+
+    def delta(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """sum_k w_k (alpha/r) B_k A_k x for x (B, T, in) and weights (B, K)."""
+        h = F.linear(x.to(self.A.dtype), self.A)  # (B, T, K*r)
+        per_unit = (weights.to(self.A.dtype) * self.scaling).repeat_interleave(self.rank, dim=1)
+        h = h * per_unit[:, None, :]  # (B, T, K*r): unit j of adapter k scaled by w_k alpha/r
+        return F.linear(h, self.B)  # (B, T, out)
+
+    def merged_delta(self, weights: torch.Tensor) -> torch.Tensor:
+        """The (out, in) matrix sum_k w_k (alpha/r) B_k A_k for one weighting (K,)."""
+        per_unit = (weights.to(self.A.dtype) * self.scaling).repeat_interleave(self.rank)
+        return (self.B * per_unit[None, :]) @ self.A  # (out, K*r) @ (K*r, in) -> (out, in)
+
+
+class MixedLoraLinear(nn.Module):
+    """A frozen linear layer plus named adapter banks; the active bank's weights are per row."""
+
+    def __init__(self, base: nn.Linear):
+        super().__init__()
+        self.base = base
+        self.banks = nn.ModuleDict()
+        self.active: str | None = None
+        self.weights: torch.Tensor | None = None  # (B, K) for the active bank
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.active is None or self.weights is None:
+            return out
+        return out + self.banks[self.active].delta(x, self.weights).to(out.dtype)
+
+
+def conditioned_layer_names(model: nn.Module, variant: str) -> list[str]:
+    """Qualified names of the linear layers a variant conditions."""
+    if variant == "logit":
+        return ["lm_head"]
+    names = []
+    wrapped = {f"{n}.base" for n, m in model.named_modules() if isinstance(m, MixedLoraLinear)}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear | MixedLoraLinear) or name in wrapped:
+            continue
+        if ".layers." not in f".{name}":
+            continue
+        if variant == "full" or name.rsplit(".", 1)[-1] in ATTN_PROJECTIONS:
+            names.append(name)
+    return names
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
+
+
+def mixed_layers(model: nn.Module) -> list[MixedLoraLinear]:
+    return [m for m in model.modules() if isinstance(m, MixedLoraLinear)]
+
+
+def attach(model: nn.Module, name: str, spec: AdapterSpec) -> list[MixedLoraLinear]:
+    """Add a fresh adapter bank called `name` to every layer the spec's variant conditions.
+
+    Layers are wrapped in place (once); the base weights stay frozen and shared.
+    """
+    layers = []
+    for layer_name in conditioned_layer_names(model, spec.variant):
+        layer = model.get_submodule(layer_name)
+        if not isinstance(layer, MixedLoraLinear):
+            layer = MixedLoraLinear(layer)
+            _set_submodule(model, layer_name, layer)
+        bank = LoraBank(layer.in_features, layer.out_features, spec).to(layer.weight.device)
+        layer.banks[name] = bank
+        layers.append(layer)
+    if not layers:
+        raise UserError(f"the model has no layers for variant {spec.variant!r}")
+    model._adapter_specs = {**getattr(model, "_adapter_specs", {}), name: spec}
+    return layers
+
+
+def bank_spec(model: nn.Module, name: str) -> AdapterSpec:
+    specs = getattr(model, "_adapter_specs", {})
+    if name not in specs:
+        raise UserError(f"adapter bank {name!r} is not attached; attached: {', '.join(specs) or 'none'}")
+    return specs[name]
+
+
+def bank_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
+    return [p for layer in mixed_layers(model) if name in layer.banks for p in layer.banks[name].parameters()]
+
+
+def check_weights(weights, num_objectives: int) -> torch.Tensor:
+    """Validate a (K,) or (B, K) weighting and normalise each row to sum 1.
+
+    Weights must be finite, >= 0, with a positive sum and K entries per row.
+    """
+    w = torch.as_tensor(weights, dtype=torch.float32)
+    if w.dim() == 1:
+        w = w[None, :]
+    if w.dim() != 2 or w.shape[1] != num_objectives:
+        given = w.shape[-1] if w.dim() else 0
+        raise UserError(f"expected {num_objectives} weights (one per objective), got {given}")
+    if not torch.isfinite(w).all():
+        raise UserError("weights must be finite numbers (no NaN or infinity)")
+    if (w < 0).any():
+        raise UserError("weights must not be negative")
+    sums = w.sum(dim=1, keepdim=True)
+    if (sums <= 0).any():
+        raise UserError("weights must not all be zero")
+    return w / sums
+
+
+def set_weights(model: nn.Module, name: str | None, weights: torch.Tensor | None) -> None:
+    """Activate bank `name` with per-row weights (B, K), or switch adapters off with None.
+
+    Internal callers may pass rows of zeros (the base model exactly); user input goes through
+    `check_weights` first.
+    """
+    if name is not None:
+        spec = bank_spec(model, name)
+        if weights is None or weights.dim() != 2 or weights.shape[1] != spec.num_adapters:
+            raise ValueError(f"bank {name!r} needs a (B, {spec.num_adapters}) weight matrix")
+    for layer in mixed_layers(model):
+        if name is not None and name in layer.banks:
+            layer.active, layer.weights = name, weights
+        else:
+            layer.active, layer.weights = None, None
+
+
+@contextmanager
+def conditioned(model: nn.Module, name: str, weights: torch.Tensor):
+    """Run the model with bank `name` active at per-row `weights` (B, K)."""
+    previous = [(layer, layer.active, layer.weights) for layer in mixed_layers(model)]
+    set_weights(model, name, weights)
+    try:
+        yield model
+    finally:
+        for layer, active, w in previous:
+            layer.active, layer.weights = active, w
+
+
+@contextmanager
+def adapters_off(model: nn.Module):
+    """Inside, every conditioned layer returns exactly the base layer's output."""
+    previous = [(layer, layer.active, layer.weights) for layer in mixed_layers(model)]
+    set_weights(model, None, None)
+    try:
+        yield model
+    finally:
+        for layer, active, w in previous:
+            layer.active, layer.weights = active, w
+
+
+def merged_copy(model: nn.Module, name: str, weights) -> nn.Module:
+    """A copy of the model with bank `name` folded in at one weighting: the fast path for a
+    single w. Every wrapped layer becomes a plain nn.Linear holding W0 + sum_k w_k (alpha/r) B_k A_k.
+    """
+    spec = bank_spec(model, name)
+    w = check_weights(weights, spec.num_adapters)[0]
+    with adapters_off(model):
+        merged = copy.deepcopy(model)
+    for layer_name, module in list(merged.named_modules()):
+        if not isinstance(module, MixedLoraLinear):
+            continue
+        base = module.base
+        plain = nn.Linear(base.in_features, base.out_features, bias=base.bias is not None)
+        plain = plain.to(device=base.weight.device, dtype=base.weight.dtype)
+        with torch.no_grad():
+            weight = base.weight.float()
+            if name in module.banks:
+                weight = weight + module.banks[name].merged_delta(w).float()
+            plain.weight.copy_(weight.to(base.weight.dtype))
+            if base.bias is not None:
+                plain.bias.copy_(base.bias)
+        plain.requires_grad_(False)
+        _set_submodule(merged, layer_name, plain)
+    merged._adapter_specs = {}
+    return merged
+
+
+def save_bank(model: nn.Module, name: str, directory: str | Path, metadata: AdapterMetadata) -> Path:
+    """Write bank `name` as safetensors plus JSON metadata into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for layer_name, module in model.named_modules():
+        if isinstance(module, MixedLoraLinear) and name in module.banks:
+            bank = module.banks[name]
+            tensors[f"{layer_name}.A"] = bank.A.detach().float().contiguous()
+            tensors[f"{layer_name}.B"] = bank.B.detach().float().contiguous()
+    save_file(tensors, str(directory / ADAPTER_FILE))
+    (directory / METADATA_FILE).write_text(json.dumps(metadata.to_json(), indent=2) + "\n")
+    return directory
+
+
+def read_metadata(directory: str | Path) -> AdapterMetadata:
+    directory = Path(directory)
+    meta_path = directory / METADATA_FILE
+    if not directory.is_dir() or not meta_path.is_file() or not (directory / ADAPTER_FILE).is_file():
+        raise UserError(f"{directory} is not an adapter directory ({ADAPTER_FILE} + {METADATA_FILE})")
+    try:
+        return AdapterMetadata.from_json(json.loads(meta_path.read_text()))
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{meta_path} is not valid adapter metadata ({error})") from None
+
+
+def load_bank(
+    model: nn.Module,
+    name: str,
+    directory: str | Path,
+    base_identity: BaseModelIdentity,
+    objectives: tuple[str, ...] | None = None,
+) -> AdapterMetadata:
+    """Attach bank `name` and fill it from `directory`, refusing a mismatched base model or
+    objective list with one clear sentence."""
+    metadata = read_metadata(directory)
+    if metadata.base_model.sha256 != base_identity.sha256:
+        raise UserError(
+            f"adapter in {directory} was trained on base model {metadata.base_model.name} "
+            f"({metadata.base_model.sha256[:12]}), not on {base_identity.name} ({base_identity.sha256[:12]})"
+        )
+    if objectives is not None and tuple(objectives) != metadata.spec.objectives:
+        raise UserError(
+            f"adapter in {directory} was trained for objectives {', '.join(metadata.spec.objectives)}, "
+            f"not {', '.join(objectives)}"
+        )
+    tensors = load_file(str(Path(directory) / ADAPTER_FILE))
+    layers = attach(model, name, metadata.spec)
+    names = {id(m): n for n, m in model.named_modules()}
+    expected = {f"{names[id(layer)]}.{part}" for layer in layers for part in ("A", "B")}
+    if set(tensors) != expected:
+        raise UserError(f"adapter in {directory} does not match this model's layers")
+    with torch.no_grad():
+        for layer in layers:
+            bank = layer.banks[name]
+            for part in ("A", "B"):
+                tensor = tensors[f"{names[id(layer)]}.{part}"]
+                target = getattr(bank, part)
+                if tensor.shape != target.shape:
+                    raise UserError(f"adapter in {directory} does not match this model's layer shapes")
+                target.copy_(tensor)
+    return metadata

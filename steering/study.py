@@ -1,0 +1,82 @@
+"""Which objectives conflict? Score a base-model pool with every objective and report the
+pairwise Spearman correlations (docs/objectives.md).
+
+    python -m steering study --pool runs/pool/base.jsonl --out docs/objectives.md
+
+A default objective set is only worth steering between if some pair is negatively correlated on
+the base model's own samples: otherwise one response can be best on everything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from steering.errors import UserError
+from steering.objectives import DEFAULT_OBJECTIVES, correlation_table, fit_calibration
+from steering.pool import read_pool
+from steering.train import pool_scores_path, score_pool
+
+# every built-in objective that works without configuration (classifier and human need a model)
+STUDY_OBJECTIVES = ("positivity", "harmlessness", "relevance", "conciseness", "readability", "fluency")
+
+
+def objective_study(pool: str | Path, out: str | Path, objectives: list[str] | None = None) -> str:
+    pool = Path(pool)
+    candidates = read_pool(pool)
+    if len(candidates) < 2:
+        raise UserError(f"the pool {pool} holds fewer than 2 samples; sample it with `python -m steering train` or `pool`")
+    names = tuple(objectives or STUDY_OBJECTIVES)
+    raw = score_pool(candidates, names, pool_scores_path(pool))
+    table = correlation_table(raw)
+    calibration = fit_calibration(raw)
+    default = [n for n in DEFAULT_OBJECTIVES if n in names]
+    lines = [
+        "# Objectives: which ones conflict",
+        "",
+        f"Measured on {len(candidates)} base-model samples ({len({c.prompt for c in candidates})} training "
+        f"prompts) from `{pool}`, with",
+        "",
+        f"    python -m steering study --pool {pool} --out {out}",
+        "",
+        "## Pairwise Spearman correlation",
+        "",
+        table.to_markdown(),
+        "",
+        "## Pairs, strongest first",
+        "",
+        "| pair | rho |",
+        "|---|---|",
+        *[f"| {a} / {b} | {rho:.2f} |" for a, b, rho in table.pairs()],
+        "",
+        "## Raw scales on these samples",
+        "",
+        "| objective | mean | std | 5% | 50% | 95% |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {n} | {s.mean:.3f} | {s.std:.3f} | {s.q05:.3f} | {s.q50:.3f} | {s.q95:.3f} |"
+            for n, s in calibration.stats.items()
+        ],
+        "",
+        f"## Default set: {', '.join(default)}",
+        "",
+    ]
+    if len(default) >= 2:
+        index = {n: i for i, n in enumerate(names)}
+        lines += ["| pair | rho |", "|---|---|"]
+        for i, a in enumerate(default):
+            for b in default[i + 1 :]:
+                lines.append(f"| {a} / {b} | {table.rho[index[a], index[b]]:.2f} |")
+        negative = [
+            (a, b)
+            for i, a in enumerate(default)
+            for b in default[i + 1 :]
+            if table.rho[index[a], index[b]] < 0
+        ]
+        lines += ["", f"Negatively correlated pairs in the default set: {len(negative)}."]
+    text = "\n".join(lines) + "\n"
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    return text

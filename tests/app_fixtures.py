@@ -1,0 +1,40 @@
+"""Tiny on-disk assets for the app tests: a random tiny Llama saved with the real tokenizer, and
+clp / prompt / soups adapter directories with a calibration, in the layout the app reads through
+STEERING_BASE_MODEL and STEERING_ADAPTERS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from steering.mixing import AdapterMetadata, AdapterSpec, attach, save_bank
+from steering.objectives import fit_calibration
+from steering.policy import model_identity
+
+OBJECTIVES = ("positivity", "conciseness")
+
+
+def write_tiny_assets(root: Path, model, tokenizer) -> tuple[Path, Path]:
+    """Save `model` and three adapter banks under `root`; return (base_dir, adapters_dir)."""
+    base_dir = root / "tiny-base"
+    model.save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    identity = model_identity(base_dir.resolve())
+    adapters = root / "adapters"
+    rng = np.random.default_rng(0)
+    calibration = fit_calibration({o: rng.normal(size=16) for o in OBJECTIVES})
+    for index, bank in enumerate(("clp", "prompt", "soups")):
+        # the prompt baseline is one adapter; the weighting is written into the prompt instead
+        spec = AdapterSpec(("prompt",) if bank == "prompt" else OBJECTIVES, "attn", 2, 4.0)
+        layers = attach(model, bank, spec)
+        torch.manual_seed(index)
+        with torch.no_grad():
+            for layer in layers:
+                # a fresh bank has B = 0 (the base model); random B makes the weights matter
+                layer.banks[bank].B.normal_(std=0.5)
+        metadata = AdapterMetadata(spec, identity, {"objectives": list(OBJECTIVES)})
+        save_bank(model, bank, adapters / bank, metadata)
+        calibration.save(adapters / bank)
+    return base_dir, adapters

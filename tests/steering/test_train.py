@@ -1,0 +1,135 @@
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from steering.errors import UserError
+from steering.mixing import bank_parameters, read_metadata
+from steering.train import (
+    TrainConfig,
+    Trainer,
+    rloo_advantages,
+    sample_weightings,
+    scalarise,
+    sequence_kl,
+)
+
+OBJECTIVES = "positivity,conciseness"
+PROMPTS = ["Write a kind note to a neighbour.", "Describe a rainy day.", "Review a cheap hotel.", "Give one tip for sleep."]
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return path
+
+
+def tiny_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
+    values = dict(
+        objectives=OBJECTIVES,
+        prompts=str(prompts_file),
+        out=str(tmp_path / "run"),
+        pool=str(tmp_path / "pool.jsonl"),
+        pool_samples=2,
+        max_new_tokens=6,
+        prompts_per_step=2,
+        samples=2,
+        batch_size=4,
+        rank=2,
+        lr=1e-2,
+        dtype="float32",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_rloo_advantages_by_hand():
+    # k = 3 rewards 1, 2, 3: each baseline is the mean of the other two,
+    # A = (1 - 2.5, 2 - 2, 3 - 1.5) = (-1.5, 0, 1.5)
+    assert_close(rloo_advantages(torch.tensor([[1.0, 2.0, 3.0]])), torch.tensor([[-1.5, 0.0, 1.5]]))
+    # k = 2: A_i = R_i - R_other, so (4 - 0, 0 - 4)
+    assert_close(rloo_advantages(torch.tensor([[4.0, 0.0]])), torch.tensor([[4.0, -4.0]]))
+
+
+def test_sequence_kl_by_hand():
+    logp = torch.tensor([[-1.0, -2.0, -3.0]])
+    ref = torch.tensor([[-1.5, -1.0, -9.0]])
+    mask = torch.tensor([[1, 1, 0]])
+    # (−1 − −1.5) + (−2 − −1) = 0.5 − 1 = −0.5; the third token is padding
+    assert_close(sequence_kl(logp, ref, mask), torch.tensor([-0.5]))
+
+
+def test_scalarise_by_hand():
+    # 0.25 * 2 + 0.75 * (-1) = -0.25
+    assert_close(scalarise(torch.tensor([[0.25, 0.75]]), torch.tensor([[2.0, -1.0]])), torch.tensor([-0.25]))
+
+
+def test_training_weightings_stay_on_the_simplex():
+    rng = np.random.default_rng(0)
+    w = sample_weightings("clp", 3, 500, 1.0, rng)
+    assert w.shape == (500, 3) and (w >= 0).all()
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    corners = sample_weightings("soups", 3, 50, 1.0, rng)
+    assert set(map(tuple, corners)) <= {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)}
+
+
+@pytest.mark.parametrize("method,algo", [("clp", "rloo"), ("clp", "rsf"), ("prompt", "rsf"), ("soups", "rloo")])
+def test_two_steps_change_adapters_and_not_the_base(tiny_base, tmp_path, prompts_file, method, algo):
+    # rsf: 4 prompts x 3 weightings = 12 examples in batches of 6 -> two steps
+    config = tiny_config(tmp_path, prompts_file, method=method, algo=algo, steps=2, batch_size=6)
+    frozen = {n: p.detach().clone() for n, p in tiny_base.model.named_parameters()}
+    trainer = Trainer(config, tiny_base)
+    before = [p.detach().clone() for p in trainer.parameters]
+    if algo == "rloo":
+        trainer.run_rloo()
+    else:
+        assert len(trainer.rsf_schedule()) == 2
+        trainer.run_rsf()
+    assert trainer.state.step == 2
+    after = bank_parameters(tiny_base.model, method)
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    for name, p in tiny_base.model.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name
+
+
+def test_run_writes_adapter_calibration_and_metrics(tiny_base, tmp_path, prompts_file):
+    config = tiny_config(tmp_path, prompts_file, algo="rloo", steps=2)
+    out = Trainer(config, tiny_base).run()
+    meta = read_metadata(out)
+    assert meta.spec.objectives == ("positivity", "conciseness")
+    assert meta.training["seed"] == 0 and meta.training["steps_done"] == 2
+    assert (out / "calibration.json").is_file()
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2]
+    assert {"rewards/positivity", "rewards/conciseness", "losses/kl"} <= set(lines[0])
+
+
+def test_resume_reproduces_an_uninterrupted_run(make_tiny, tokenizer, tmp_path, prompts_file):
+    from steering.policy import BaseModel, BaseModelIdentity
+
+    def fresh():
+        return BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
+
+    straight = Trainer(tiny_config(tmp_path / "a", prompts_file, algo="rloo", steps=4), fresh())
+    straight.run_rloo()
+    first = Trainer(tiny_config(tmp_path / "b", prompts_file, algo="rloo", steps=2, checkpoint_every=2), fresh())
+    first.run_rloo()
+    resumed = Trainer(tiny_config(tmp_path / "b", prompts_file, algo="rloo", steps=4, resume=True), fresh())
+    assert resumed.state.step == 2
+    resumed.run_rloo()
+    for a, b in zip(straight.parameters, resumed.parameters, strict=True):
+        assert_close(a, b)
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(UserError, match="not trainable"):
+        TrainConfig(method="logits")
+    with pytest.raises(UserError, match="leave-one-out"):
+        TrainConfig(algo="rloo", samples=1)

