@@ -295,10 +295,10 @@ class SteeringApp:
 
     def status(self) -> str:
         if not self._ready.is_set():
-            return "⏳ Loading the model… the page works meanwhile; requests wait for it."
+            return "Loading the model… the page works meanwhile; requests wait for it."
         if self._load_error:
-            return f"⚠️ The {self.default_method} method did not load: {self._load_error}"
-        return f"✅ Model ready ({self.default_method}; objectives: {', '.join(self.objectives)})."
+            return f"The {self.default_method} method did not load: {shown(self._load_error)}"
+        return f"Model ready ({self.default_method}; objectives: {', '.join(self.objectives)})."
 
     @property
     def ready(self) -> bool:
@@ -526,11 +526,11 @@ class SteeringApp:
                                  title or "This prompt's generations", DEFAULT_REFERENCE)
         return points, figure
 
-    def dashboard(self) -> tuple:
+    def dashboard(self, fresh: bool = False) -> tuple:
         """Counts, win rates, strengths, human steerability and the frontier of everything
         stored; cached for a few seconds because every open dashboard polls it."""
         now = time.monotonic()
-        if self._dashboard and now - self._dashboard[0] < DASHBOARD_TTL_S:
+        if not fresh and self._dashboard and now - self._dashboard[0] < DASHBOARD_TTL_S:
             return self._dashboard[1]
         engine = self.engine
         raters = repo.rater_counts(engine)
@@ -708,9 +708,9 @@ def ui_vote(app: SteeringApp, choice, profile, pair, rater, *answers):
     return (reveal(pair, app.objectives), vote_line(counts.yours, counts.total), rater, *disabled)
 
 
-def ui_dashboard(app: SteeringApp):
+def ui_dashboard(app: SteeringApp, fresh: bool = False):
     with friendly_errors():
-        return app.dashboard()
+        return app.dashboard(fresh)
 
 
 def ui_export(app: SteeringApp) -> str:
@@ -862,9 +862,9 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
                                 interactive=False, precision=3, scale=1, min_width=80,
                                 elem_id=f"used-{name}",
                             ))
-                    with gr.Accordion("Decoding", open=False):
+                    with gr.Accordion("Decoding", open=False, elem_id="decoding"):
                         max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=64, step=1,
-                                               label="Max new tokens")
+                                               label="Max new tokens", elem_id="max-tokens")
                         temperature = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Temperature")
                         seed = gr.Number(0, precision=0, label="Seed")
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
@@ -884,7 +884,8 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
                     chooser = gr.Dropdown([], label="Choose a point to read its full text",
                                           elem_id="chooser")
                     point_meta = gr.Markdown()
-                    point_text = gr.Textbox(label="Full text", lines=6, interactive=False)
+                    point_text = gr.Textbox(label="Full text", lines=6, interactive=False,
+                                            elem_id="point-text")
 
         with gr.Tab("Rate"):
             gr.Markdown("Two responses to one prompt, made with different weights or methods. "
@@ -908,7 +909,7 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
             revealed = gr.Markdown(elem_id="reveal")
             votes = gr.Markdown(vote_line(0, 0), elem_id="votes")
 
-        with gr.Tab("Dashboard"):
+        with gr.Tab("Dashboard") as dashboard_tab:
             counts = gr.Markdown(elem_id="counts")
             with gr.Row():
                 wins = gr.Dataframe(headers=["method", "wins", "losses", "ties", "both bad",
@@ -982,9 +983,11 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
                          [revealed, votes, rater, *vote_buttons.values()], **private)
 
         dashboard_out = [counts, wins, strengths, strength_plot, steer, all_frontier]
-        for trigger in (refresh.click, dashboard_timer.tick, demo.load):
+        for trigger in (dashboard_timer.tick, demo.load):
             trigger(lambda: ui_dashboard(app), None, dashboard_out, **private,
                     show_progress="hidden")
+        for trigger in (refresh.click, dashboard_tab.select):
+            trigger(lambda: ui_dashboard(app, fresh=True), None, dashboard_out, **private)
         export_btn.click(lambda: ui_export(app), None, export_file, **private)
 
         gr.api(api.generate, api_name="generate", **model)

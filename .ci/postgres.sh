@@ -10,7 +10,7 @@
 # connections and runs without fsync (the tests never crash the server itself). initdb refuses
 # to run as root, so as root it runs as the `postgres` user.
 
-ci_postgres_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+ci_postgres_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 if [ -z "$ci_postgres_bin" ] || [ ! -x "$ci_postgres_bin/initdb" ]; then
     echo "postgres.sh: PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)" >&2
     return 1 2>/dev/null || exit 1

@@ -33,10 +33,20 @@ def parse_weights(text: str) -> list[float]:
 
 
 def cmd_generate(args) -> None:
-    from steering.methods import load_steerer
+    from steering.methods import check_method, load_steerer
+    from steering.mixing import check_weights, read_metadata
 
+    # everything checkable without the model is checked before the slow load
+    if not args.prompt.strip():
+        raise UserError("the prompt is empty")
+    check_method(args.method)
+    weights = parse_weights(args.weights) if args.weights else None
+    if args.adapter:
+        metadata = read_metadata(args.adapter)
+        if weights is not None:
+            check_weights(weights, len(metadata.training.get("objectives", metadata.spec.objectives)))
     steerer = load_steerer(args.method, args.adapter, args.base_model, args.dtype)
-    weights = parse_weights(args.weights) if args.weights else [1.0] * len(steerer.objectives)
+    weights = weights or [1.0] * len(steerer.objectives)
     decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
     if args.json:
         result = steerer.generate([args.prompt], weights, **decoding)[0]
@@ -90,19 +100,38 @@ def cmd_study(args) -> None:
     print(objective_study(args.pool, args.out, args.objectives.split(",") if args.objectives else None))
 
 
+def human_records(stored) -> list:
+    """Stored ratings as `human` reward training records.
+
+    A per-objective Likert answer is comparative (margin m in -2..2 toward the chosen response);
+    the regression head wants a 1-5 value per response, so m becomes 3 + m/2 for the chosen and
+    3 - m/2 for the rejected response: their difference is the margin, centred on the scale.
+    """
+    from steering.objectives import PreferenceRecord
+
+    records = []
+    for row in stored:
+        margins = {o: m for o, m in zip(row.objectives, row.likert_margin, strict=True) if m is not None}
+        records.append(
+            PreferenceRecord(
+                prompt=row.prompt,
+                chosen=row.chosen,
+                rejected=row.rejected,
+                likert_chosen={o: 3 + m / 2 for o, m in margins.items()},
+                likert_rejected={o: 3 - m / 2 for o, m in margins.items()},
+            )
+        )
+    return records
+
+
 def cmd_train_reward(args) -> None:
-    from steering.objectives import PreferenceRecord, train_human_reward
+    # the CLI entry point reads the ratings through storage; the steering library never does
+    from steering.objectives import train_human_reward
+    from storage.engine import make_engine
+    from storage.repository import preference_records
 
-    if args.db:
-        # the CLI entry point reads the ratings through storage; the library itself never does
-        from storage.repository import preference_records
-
-        rows = preference_records(args.db)
-    else:
-        raise UserError("give --db URL (the ratings database)")
-    records = [PreferenceRecord(**row) for row in rows]
-    report = train_human_reward(records, args.out, seed=args.seed)
-    print(json.dumps(report.to_json() if hasattr(report, "to_json") else report.__dict__, indent=2))
+    report = train_human_reward(human_records(preference_records(make_engine(args.db))), args.out, seed=args.seed)
+    print(json.dumps(report.to_json(), indent=2))
 
 
 def cmd_bench(args) -> None:
@@ -160,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_study)
 
     rw = sub.add_parser("train-reward", help="train the `human` reward from stored pairwise ratings")
-    rw.add_argument("--db", help="database URL, e.g. sqlite:///data/steering.db")
+    rw.add_argument("--db", required=True, help="database URL, e.g. sqlite:///data/steering.db")
     rw.add_argument("--out", default="runs/human-reward")
     rw.add_argument("--seed", type=int, default=0)
     rw.set_defaults(func=cmd_train_reward)

@@ -99,7 +99,11 @@ def _torch_dtype(dtype: str):
 @cache
 def _load(path: Path, dtype: str) -> BaseModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # a CLI error must stay one line: no loading progress bars or advice on stderr
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     torch_dtype = _torch_dtype(dtype)
     if path.is_file():
         kwargs = {"gguf_file": path.name}

@@ -122,8 +122,9 @@ def _retryable(exc: DBAPIError) -> bool:
 def run_write(engine: Engine, work: Callable[[Session], T]) -> T:
     """Run `work` in one transaction and commit; all of it is stored, or none of it.
 
-    Lock timeouts and serialization failures rerun the whole transaction with jittered backoff;
-    `work` must therefore decide everything from what it reads inside the transaction.
+    Lock timeouts and serialization failures rerun the whole transaction with jittered backoff, a
+    unique-constraint clash reruns it once (INTEGRITY_ATTEMPTS); `work` must therefore decide
+    everything from what it reads inside the transaction.
     """
     lock_failures = integrity_failures = 0
     while True:
@@ -162,7 +163,7 @@ def head_revision() -> str:
 
 def check_current(engine: Engine) -> None:
     """Raise ValueError unless the database at `engine` is at the head revision."""
-    with engine.connect() as connection:
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     head = head_revision()
     if current != head:

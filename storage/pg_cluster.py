@@ -64,34 +64,34 @@ def throwaway_cluster(durable: bool = True) -> Iterator[str]:
         subprocess.run([*as_postgres, *args], check=True, capture_output=True, text=True)
 
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-            "-E", "UTF8", "--no-sync")  # fmt: skip
+        initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+        run(*initdb, "-E", "UTF8", "--no-sync")
+        pg_ctl = [str(bin_dir / "pg_ctl"), "-D", str(data)]
         for _ in range(3):  # the probed port may be taken again before the server binds it
             port = _free_port()
             try:
-                run(str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "30",
-                    "-o", " ".join([*options, f"-p {port}"]), "start")  # fmt: skip
+                server_options = " ".join([*options, f"-p {port}"])
+                run(*pg_ctl, "-l", str(log), "-w", "-t", "30", "-o", server_options, "start")
                 break
             except subprocess.CalledProcessError:
                 continue
         else:
-            raise RuntimeError(f"PostgreSQL did not start; see {log}.")
+            raise RuntimeError(f"PostgreSQL did not start: {log.read_text()[-2000:]}")
         try:
             yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
         finally:
-            run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+            run(*pg_ctl, "-m", "immediate", "-w", "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def create_database(server_url: str, template: str | None = None) -> str:
-    """Create a new, uniquely named database on the server and return its URL."""
+def create_database(server_url: str) -> str:
+    """Create a new, uniquely named, empty database on the server and return its URL."""
     name = f"steering_{uuid.uuid4().hex[:12]}"
-    clause = f" TEMPLATE {template}" if template else ""
     admin = create_engine(parse_url(server_url), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as connection:
-            connection.exec_driver_sql(f"CREATE DATABASE {name}{clause}")
+            connection.exec_driver_sql(f"CREATE DATABASE {name}")
     finally:
         admin.dispose()
     return parse_url(server_url).set(database=name).render_as_string(hide_password=False)

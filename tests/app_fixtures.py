@@ -4,11 +4,15 @@ STEERING_BASE_MODEL and STEERING_ADAPTERS."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from conftest import build_tiny_llama
+from steering import methods, policy
 from steering.mixing import AdapterMetadata, AdapterSpec, attach, save_bank
 from steering.objectives import fit_calibration
 from steering.policy import model_identity
@@ -38,3 +42,23 @@ def write_tiny_assets(root: Path, model, tokenizer) -> tuple[Path, Path]:
         save_bank(model, bank, adapters / bank, metadata)
         calibration.save(adapters / bank)
     return base_dir, adapters
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory, tokenizer):
+    """Point the steering package at tiny assets for one test module, and back afterwards."""
+    root = tmp_path_factory.mktemp("app-assets")
+    base, adapters = write_tiny_assets(root, build_tiny_llama(len(tokenizer)), tokenizer)
+    saved = {k: os.environ.get(k) for k in ("STEERING_BASE_MODEL", "STEERING_ADAPTERS")}
+    os.environ.update(STEERING_BASE_MODEL=str(base), STEERING_ADAPTERS=str(adapters))
+    # load_steerer and load_base cache per process; other test modules may have filled them
+    methods._load.cache_clear()
+    policy._load.cache_clear()
+    yield root
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    methods._load.cache_clear()
+    policy._load.cache_clear()

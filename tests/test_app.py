@@ -2,7 +2,6 @@
 through gradio_client. A tiny random model stands in for the shipped one (tests/app_fixtures.py)."""
 
 import json
-import os
 import re
 import shlex
 import threading
@@ -15,34 +14,13 @@ from gradio_client import Client
 
 import app
 import app_plots
-from app_fixtures import OBJECTIVES, write_tiny_assets
-from conftest import build_tiny_llama
-from steering import methods, policy
+from app_fixtures import OBJECTIVES, tiny_env  # noqa: F401 (a fixture)
 from steering.methods import MODEL_LOCK
 from storage import repository as repo
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Write a kind note to a neighbour."
 DECODING = (6, 0.7, 0)  # max new tokens, temperature, seed: short, the tiny model babbles
-
-
-@pytest.fixture(scope="module")
-def tiny_env(tmp_path_factory, tokenizer):
-    """Point the steering package at tiny assets for this module, and back afterwards."""
-    root = tmp_path_factory.mktemp("app-assets")
-    base, adapters = write_tiny_assets(root, build_tiny_llama(len(tokenizer)), tokenizer)
-    saved = {k: os.environ.get(k) for k in ("STEERING_BASE_MODEL", "STEERING_ADAPTERS")}
-    os.environ.update(STEERING_BASE_MODEL=str(base), STEERING_ADAPTERS=str(adapters))
-    methods._load.cache_clear()
-    policy._load.cache_clear()
-    yield root
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    methods._load.cache_clear()
-    policy._load.cache_clear()
 
 
 @pytest.fixture(scope="module")

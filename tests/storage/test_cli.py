@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -88,3 +90,12 @@ def test_bench_counts_on_each_backend(url):
     assert (result.stored, result.expected, result.errors, result.duplicates) == (12, 12, 0, 0)
     assert result.resubmitted == 3  # the first vote of each thread goes twice
     json.dumps(dataclasses.asdict(result))  # plain numbers, whatever the backend returns
+
+
+def test_storage_never_imports_torch():
+    # The root conftest imports torch into this process, so ask a fresh interpreter.
+    code = (
+        "import sys, storage.__main__, storage.repository, storage.export, storage.backup; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
