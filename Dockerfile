@@ -12,12 +12,12 @@ ENV HOME=/home/user \
     TRANSFORMERS_OFFLINE=1 \
     TOKENIZERS_PARALLELISM=false \
     GRADIO_ANALYTICS_ENABLED=False \
-    PORT=7860 \
-    # CPU wheels of the pinned torch: the same version without gigabytes of CUDA libraries
-    PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+    PORT=7860
+# CPU wheels of the pinned torch: the same version without gigabytes of CUDA libraries.
+ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 WORKDIR /home/user/app
 
-# Dependencies first so a code change does not reinstall them.
+# Assets come after the install, so a retrained adapter does not reinstall the dependencies.
 COPY --chown=user pyproject.toml README.md ./
 COPY --chown=user steering ./steering
 COPY --chown=user storage ./storage

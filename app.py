@@ -16,14 +16,13 @@ import hashlib
 import html
 import logging
 import os
-import queue
 import random
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -33,7 +32,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
 
 from app_plots import (  # noqa: E402
     PlotPoint,
@@ -123,7 +121,9 @@ class Decoding:
         try:
             tokens, temp, seed = int(max_new_tokens), float(temperature), int(seed or 0)
         except (TypeError, ValueError):
-            raise UserError("max tokens and seed must be whole numbers, temperature a number") from None
+            raise UserError(
+                "max tokens and seed must be whole numbers, temperature a number"
+            ) from None
         if not 1 <= tokens <= MAX_NEW_TOKENS:
             raise UserError(f"max tokens must be between 1 and {MAX_NEW_TOKENS}, got {tokens}")
         if not 0 <= temp <= 2:
@@ -131,12 +131,19 @@ class Decoding:
         return cls(tokens, temp, seed)
 
     def model_kwargs(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "top_p": self.top_p, "seed": self.seed}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
 
     def stored(self) -> dict:
-        return {"max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "top_p": self.top_p}
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+        }
 
 
 @dataclass(frozen=True)
@@ -171,43 +178,6 @@ class VoteCount:
     rating_id: int | None
     yours: int
     total: int
-
-
-def _stream_in_own_thread(steerer: Steerer, prompt: str, weights, decoding: dict) -> Iterator[str]:
-    """Steerer.stream, run start to finish on one thread of its own.
-
-    The stream holds MODEL_LOCK (an RLock) across its yields, and gradio calls `next` on a sync
-    generator from whichever worker thread is free: the lock would be released by a thread that
-    does not own it, and a worker that happens to own it could start a second generation on the
-    shared model. A dedicated producer thread keeps acquire and release together.
-    """
-    chunks: queue.Queue = queue.Queue()
-    stop = threading.Event()
-
-    def produce():
-        try:
-            with closing(steerer.stream(prompt, weights, **decoding)) as texts:
-                for text in texts:
-                    chunks.put(("text", text))
-                    if stop.is_set():
-                        break
-        except BaseException as error:  # noqa: BLE001 (handed to the consumer)
-            chunks.put(("error", error))
-        else:
-            chunks.put(("done", None))
-
-    threading.Thread(target=produce, name="stream", daemon=True).start()
-    try:
-        while True:
-            kind, value = chunks.get()
-            if kind == "text":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()
 
 
 def shown(message: str) -> str:
@@ -252,6 +222,7 @@ class SteeringApp:
         self._engine = None
         self._engine_lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self._start_lock = threading.Lock()
         self._loader: threading.Thread | None = None
         self._load_error: str | None = None
         self._ready = threading.Event()
@@ -276,7 +247,7 @@ class SteeringApp:
 
     def start_loading(self) -> None:
         """Load the default method and the scorers in the background (idempotent)."""
-        with self._load_lock:
+        with self._start_lock:
             if self._loader is not None:
                 return
             self._loader = threading.Thread(target=self._warm_up, name="warm-up", daemon=True)
@@ -318,8 +289,7 @@ class SteeringApp:
 
     def available_methods(self) -> list[str]:
         return [
-            m for m in METHODS
-            if m == "base" or (default_adapter_dir(m) / ADAPTER_FILE).is_file()
+            m for m in METHODS if m == "base" or (default_adapter_dir(m) / ADAPTER_FILE).is_file()
         ]
 
     def calibration(self) -> Calibration | None:
@@ -398,16 +368,26 @@ class SteeringApp:
             text = text.replace("\x00", "")
             try:
                 generation_id = repo.add_generation(
-                    self.engine, prompt, text, steerer.method, adapter_id, w, self.objectives,
-                    seed=decoding.seed, decoding=decoding.stored(), tokens=n, latency_s=seconds,
+                    self.engine,
+                    prompt,
+                    text,
+                    steerer.method,
+                    adapter_id,
+                    w,
+                    self.objectives,
+                    seed=decoding.seed,
+                    decoding=decoding.stored(),
+                    tokens=n,
+                    latency_s=seconds,
                     adapter_sha256=adapter_sha,
                     scores={o: (raw[o], z[o]) for o in self.objectives} if z else None,
                 )
             except ValueError as error:
                 raise UserError(str(error)) from None
             results.append(
-                ScoredGeneration(generation_id, prompt, text, steerer.method, tuple(w), raw, z,
-                                 n, seconds)
+                ScoredGeneration(
+                    generation_id, prompt, text, steerer.method, tuple(w), raw, z, n, seconds
+                )
             )
         return results
 
@@ -417,21 +397,28 @@ class SteeringApp:
         w = self.normalise_weights(weights)
         start = time.perf_counter()
         text, tokens = "", 0
-        for text in _stream_in_own_thread(steerer, prompt, w, decoding.model_kwargs()):
+        for text in steerer.stream(prompt, w, **decoding.model_kwargs()):
             tokens += 1
             yield text
         seconds = time.perf_counter() - start
         yield self._score_and_store(steerer, prompt, [text], [w], decoding, [tokens], seconds)[0]
 
-    def generate(self, prompt: str, method: str, rows, decoding: Decoding) -> list[ScoredGeneration]:
+    def generate(
+        self, prompt: str, method: str, rows, decoding: Decoding
+    ) -> list[ScoredGeneration]:
         """One batch: a response per weighting row, scored and stored."""
         steerer = self.steerer(method)
         start = time.perf_counter()
         generations = steerer.generate([prompt] * len(rows), rows, **decoding.model_kwargs())
         seconds = time.perf_counter() - start
         return self._score_and_store(
-            steerer, prompt, [g.text for g in generations], [g.weights for g in generations],
-            decoding, [g.tokens for g in generations], seconds,
+            steerer,
+            prompt,
+            [g.text for g in generations],
+            [g.weights for g in generations],
+            decoding,
+            [g.tokens for g in generations],
+            seconds,
         )
 
     def sweep(self, prompt: str, methods: list[str], step: float, decoding: Decoding):
@@ -495,8 +482,12 @@ class SteeringApp:
         try:
             rater = repo.ensure_rater(self.engine, anonymous_id, user_name)
             rating_id = repo.add_rating(
-                self.engine, int(comparison_id), rater, choice,
-                rating_uuid=rating_uuid or uuid.uuid4(), per_objective=answers,
+                self.engine,
+                int(comparison_id),
+                rater,
+                choice,
+                rating_uuid=rating_uuid or uuid.uuid4(),
+                per_objective=answers,
             )
         except repo.DuplicateVoteError:
             raise UserError("You have already voted on this pair: one vote per pair.") from None
@@ -522,8 +513,13 @@ class SteeringApp:
 
     def frontier(self, prompt: str | None = None, highlight: int | None = None, title: str = ""):
         points = self.plot_points(prompt)
-        figure = frontier_figure(points, self.objectives, highlight,
-                                 title or "This prompt's generations", DEFAULT_REFERENCE)
+        figure = frontier_figure(
+            points,
+            self.objectives,
+            highlight,
+            title or "This prompt's generations",
+            DEFAULT_REFERENCE,
+        )
         return points, figure
 
     def dashboard(self, fresh: bool = False) -> tuple:
@@ -541,17 +537,34 @@ class SteeringApp:
             f"prompts · **{sum(r.ratings for r in raters)}** ratings by "
             f"**{sum(1 for r in raters if r.ratings)}** raters"
         )
-        wins = [[w.key, w.wins, w.losses, w.ties, w.both_bad,
-                 None if w.rate is None else round(w.rate, 3)]
-                for w in repo.win_rates(engine, by="method")]
+        wins = [
+            [
+                w.key,
+                w.wins,
+                w.losses,
+                w.ties,
+                w.both_bad,
+                None if w.rate is None else round(w.rate, 3),
+            ]
+            for w in repo.win_rates(engine, by="method")
+        ]
         strengths = repo.bradley_terry(engine)
-        bt = [[s.method, round(s.strength, 3), round(s.low, 3), round(s.high, 3), s.comparisons]
-              for s in strengths]
+        bt = [
+            [s.method, round(s.strength, 3), round(s.low, 3), round(s.high, 3), s.comparisons]
+            for s in strengths
+        ]
         steer = []
         for objective in self.objectives:
             s = repo.human_steerability(engine, objective)
-            steer.append([objective, s.agree, s.disagree, s.ties,
-                          None if s.rate is None else round(s.rate, 3)])
+            steer.append(
+                [
+                    objective,
+                    s.agree,
+                    s.disagree,
+                    s.ties,
+                    None if s.rate is None else round(s.rate, 3),
+                ]
+            )
         result = (counts, wins, bt, strengths_figure(strengths), steer, figure)
         self._dashboard = (now, result)
         return result
@@ -571,8 +584,11 @@ class SteeringApp:
 def point_choices(points: list[PlotPoint], objectives) -> list[tuple[str, int]]:
     """Dropdown entries, newest first; labels are shown as text, never as markup."""
     return [
-        (f"#{p.generation_id} {p.method} [{weights_label(objectives, p.weights)}] "
-         f"{text_start(p.text, 60)}", p.generation_id)
+        (
+            f"#{p.generation_id} {p.method} [{weights_label(objectives, p.weights)}] "
+            f"{text_start(p.text, 60)}",
+            p.generation_id,
+        )
         for p in reversed(points)
     ]
 
@@ -594,8 +610,10 @@ def reveal(pair: dict, objectives) -> str:
     lines = ["**Revealed:**"]
     for side in ("a", "b"):
         g = pair[side]
-        lines.append(f"- **{side.upper()}**: method `{g['method']}`, weights "
-                     f"{weights_label(objectives, g['weights'])}")
+        lines.append(
+            f"- **{side.upper()}**: method `{g['method']}`, weights "
+            f"{weights_label(objectives, g['weights'])}"
+        )
     return "\n".join(lines)
 
 
@@ -609,8 +627,16 @@ def ui_used_weights(app: SteeringApp, *weights) -> list:
         return [None] * len(app.objectives)
 
 
-def ui_generate(app: SteeringApp, prompt, method, max_tokens, temperature, seed, *weights,
-                quiet_if_empty: bool = False):
+def ui_generate(
+    app: SteeringApp,
+    prompt,
+    method,
+    max_tokens,
+    temperature,
+    seed,
+    *weights,
+    quiet_if_empty: bool = False,
+):
     """Stream the response; then the scores, the prompt's frontier and the point chooser."""
     skip = (gr.skip(),) * 4
     if not (prompt or "").strip():
@@ -637,8 +663,8 @@ def ui_generate(app: SteeringApp, prompt, method, max_tokens, temperature, seed,
             )
 
 
-def ui_sweep(app: SteeringApp, prompt, methods, step, max_tokens, temperature, seed,
-             progress=gr.Progress()):  # noqa: B008 (gradio injects the progress tracker)
+def ui_sweep(app: SteeringApp, prompt, methods, step, max_tokens, temperature, seed, progress):
+    """Sweep the grid batch by batch, redrawing the frontier and reporting progress."""
     if not (prompt or "").strip():
         gr.Warning("Type a prompt first: the model was not called.")
         yield gr.skip(), gr.skip(), gr.skip()
@@ -652,8 +678,11 @@ def ui_sweep(app: SteeringApp, prompt, methods, step, max_tokens, temperature, s
         for done, total, _ in app.sweep(prompt, list(methods or []), float(step), decoding):
             progress((done, total), desc=f"{done}/{total} generations")
             points, figure = app.frontier(prompt, title="This prompt's generations")
-            yield (figure, hypervolume_line(points),
-                   gr.update(choices=point_choices(points, app.objectives), value=None))
+            yield (
+                figure,
+                hypervolume_line(points),
+                gr.update(choices=point_choices(points, app.objectives), value=None),
+            )
 
 
 def ui_show_point(app: SteeringApp, generation_id, prompt) -> tuple[str, str]:
@@ -663,10 +692,13 @@ def ui_show_point(app: SteeringApp, generation_id, prompt) -> tuple[str, str]:
         cleaned = app.clean_prompt(prompt)[0] if (prompt or "").strip() else None
         for point in app.plot_points(cleaned) or app.plot_points(None):
             if point.generation_id == int(generation_id):
-                scores = ", ".join(f"{o} {s:+.2f}" for o, s in
-                                   zip(app.objectives, point.scores, strict=True))
-                return point.text, (f"#{point.generation_id} · `{point.method}` · weights "
-                                    f"{weights_label(app.objectives, point.weights)} · {scores}")
+                scores = ", ".join(
+                    f"{o} {s:+.2f}" for o, s in zip(app.objectives, point.scores, strict=True)
+                )
+                return point.text, (
+                    f"#{point.generation_id} · `{point.method}` · weights "
+                    f"{weights_label(app.objectives, point.weights)} · {scores}"
+                )
     return "", "That generation is not in the plot any more."
 
 
@@ -679,14 +711,24 @@ def ui_new_pair(app: SteeringApp, prompt, max_tokens, temperature, rater):
         cleaned = app.clean_prompt(prompt)[0] if (prompt or "").strip() else None
         decoding = Decoding.parse(max_tokens, temperature, 0)
         pair = app.new_pair(cleaned, decoding)
-    state = {"comparison_id": pair.comparison_id,
-             "a": {"method": pair.a.method, "weights": pair.a.weights},
-             "b": {"method": pair.b.method, "weights": pair.b.weights}}
+    state = {
+        "comparison_id": pair.comparison_id,
+        "a": {"method": pair.a.method, "weights": pair.a.weights},
+        "b": {"method": pair.b.method, "weights": pair.b.weights},
+    }
     yours, total = app.vote_counts(rater)
     buttons = [gr.update(interactive=True)] * len(VOTE_CHOICES)
     radios = [gr.update(value=None)] * len(app.objectives)
-    return (state, pair.prompt, pair.a.text, pair.b.text, "", vote_line(yours, total),
-            *buttons, *radios)
+    return (
+        state,
+        pair.prompt,
+        pair.a.text,
+        pair.b.text,
+        "",
+        vote_line(yours, total),
+        *buttons,
+        *radios,
+    )
 
 
 def vote_line(yours: int, total: int) -> str:
@@ -776,16 +818,22 @@ class Api:
         with friendly_errors():
             prompt, _ = self.app.clean_prompt(prompt)
             raw, normalised = self.app.score_texts(prompt, [response])[0]
-            return {o: {"raw": raw[o], "normalised": normalised[o] if normalised else None}
-                    for o in self.app.objectives}
+            return {
+                o: {"raw": raw[o], "normalised": normalised[o] if normalised else None}
+                for o in self.app.objectives
+            }
 
     def pair(self, prompt: str = "", max_new_tokens: int = 64, temperature: float = 0.7) -> dict:
         """A new comparison: two responses to one prompt, their weights and methods hidden."""
         with friendly_errors():
             cleaned = self.app.clean_prompt(prompt)[0] if prompt.strip() else None
             pair = self.app.new_pair(cleaned, Decoding.parse(max_new_tokens, temperature, 0))
-            return {"comparison_id": pair.comparison_id, "prompt": pair.prompt,
-                    "a": pair.a.text, "b": pair.b.text}
+            return {
+                "comparison_id": pair.comparison_id,
+                "prompt": pair.prompt,
+                "a": pair.a.text,
+                "b": pair.b.text,
+            }
 
     def rate(
         self,
@@ -798,24 +846,30 @@ class Api:
         """Vote a, b, tie or both_bad; a second vote by the same rater on a pair is refused.
         Resending the same rating_uuid with the same vote is a no-op."""
         with friendly_errors():
-            counts = self.app.rate(comparison_id, choice, rater_id, rating_uuid or None,
-                                   per_objective)
-            return {"rating_id": counts.rating_id, "your_votes": counts.yours,
-                    "total_votes": counts.total}
+            counts = self.app.rate(
+                comparison_id, choice, rater_id, rating_uuid or None, per_objective
+            )
+            return {
+                "rating_id": counts.rating_id,
+                "your_votes": counts.yours,
+                "total_votes": counts.total,
+            }
 
     def frontier(self, prompt: str = "") -> dict:
         """Stored points of a prompt (all prompts when empty) with their method's front flag."""
         with friendly_errors():
             cleaned = self.app.clean_prompt(prompt)[0] if prompt.strip() else None
             points = self.app.plot_points(cleaned)
-            front = {points[i].generation_id for idx in fronts_by_method(points).values()
-                     for i in idx}
+            front = {
+                points[i].generation_id for idx in fronts_by_method(points).values() for i in idx
+            }
             return {
                 "objectives": list(self.app.objectives),
                 "reference": DEFAULT_REFERENCE,
                 "hypervolume": hypervolumes(points, DEFAULT_REFERENCE),
-                "points": [{**asdict(p), "non_dominated": p.generation_id in front}
-                           for p in points],
+                "points": [
+                    {**asdict(p), "non_dominated": p.generation_id in front} for p in points
+                ],
             }
 
     def export(self, objective: str = "") -> str:
@@ -835,8 +889,10 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
     examples = app.example_prompts()[:: max(1, len(app.example_prompts()) // 6)][:6]
 
     with gr.Blocks(title="Steerable language model") as demo:
-        gr.Markdown("# Steer a language model\nOne slider per objective: the model's trade-off "
-                    "between them is chosen at inference time (a Conditional Language Policy).")
+        gr.Markdown(
+            "# Steer a language model\nOne slider per objective: the model's trade-off "
+            "between them is chosen at inference time (a Conditional Language Policy)."
+        )
         status = gr.Markdown(app.status(), elem_id="status")
         status_timer = gr.Timer(2.0)
         rater = gr.BrowserState(None, storage_key=RATER_STORAGE_KEY, secret=RATER_SECRET)
@@ -844,52 +900,88 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
         with gr.Tab("Explore and sweep"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt",
-                                        placeholder="Ask for a review, a note, a story…")
+                    prompt = gr.Textbox(
+                        label="Prompt",
+                        lines=3,
+                        elem_id="prompt",
+                        placeholder="Ask for a review, a note, a story…",
+                    )
                     gr.Examples(examples=[[e] for e in examples], inputs=[prompt])
-                    method = gr.Radio(list(METHODS), value=app.default_method, label="Method",
-                                      elem_id="method")
+                    method = gr.Radio(
+                        list(METHODS), value=app.default_method, label="Method", elem_id="method"
+                    )
                     sliders, used = [], []
                     for name in objectives:
                         with gr.Row(equal_height=True):
-                            sliders.append(gr.Slider(
-                                0, 1, value=round(1 / len(objectives), 2), step=0.05,
-                                label=name, info=get_objective(name).description, scale=4,
-                                elem_id=f"w-{name}",
-                            ))
-                            used.append(gr.Number(
-                                value=round(1 / len(objectives), 3), label="used",
-                                interactive=False, precision=3, scale=1, min_width=80,
-                                elem_id=f"used-{name}",
-                            ))
+                            sliders.append(
+                                gr.Slider(
+                                    0,
+                                    1,
+                                    value=round(1 / len(objectives), 2),
+                                    step=0.05,
+                                    label=name,
+                                    info=get_objective(name).description,
+                                    scale=4,
+                                    elem_id=f"w-{name}",
+                                )
+                            )
+                            used.append(
+                                gr.Number(
+                                    value=round(1 / len(objectives), 3),
+                                    label="used",
+                                    interactive=False,
+                                    precision=3,
+                                    scale=1,
+                                    min_width=80,
+                                    elem_id=f"used-{name}",
+                                )
+                            )
                     with gr.Accordion("Decoding", open=False, elem_id="decoding"):
-                        max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=64, step=1,
-                                               label="Max new tokens", elem_id="max-tokens")
+                        max_tokens = gr.Slider(
+                            1,
+                            MAX_NEW_TOKENS,
+                            value=64,
+                            step=1,
+                            label="Max new tokens",
+                            elem_id="max-tokens",
+                        )
                         temperature = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Temperature")
                         seed = gr.Number(0, precision=0, label="Seed")
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     with gr.Accordion("Sweep the front", open=True):
-                        sweep_methods = gr.CheckboxGroup(list(METHODS), value=[app.default_method],
-                                                         label="Methods to sweep")
+                        sweep_methods = gr.CheckboxGroup(
+                            list(METHODS), value=[app.default_method], label="Methods to sweep"
+                        )
                         step = gr.Radio(list(SWEEP_STEPS), value=0.5, label="Grid step")
                         sweep_btn = gr.Button("Sweep the front", elem_id="sweep")
                 with gr.Column(scale=3):
-                    response = gr.Textbox(label="Response", lines=8, interactive=False,
-                                          elem_id="response", buttons=["copy"])
+                    response = gr.Textbox(
+                        label="Response",
+                        lines=8,
+                        interactive=False,
+                        elem_id="response",
+                        buttons=["copy"],
+                    )
                     scores_plot = gr.Plot(label="Scores", elem_id="scores")
-                    frontier_plot = gr.Plot(empty_figure("Generate to add points."),
-                                            label="Pareto frontier of this prompt",
-                                            elem_id="frontier")
+                    frontier_plot = gr.Plot(
+                        empty_figure("Generate to add points."),
+                        label="Pareto frontier of this prompt",
+                        elem_id="frontier",
+                    )
                     hv = gr.Markdown(elem_id="hypervolume")
-                    chooser = gr.Dropdown([], label="Choose a point to read its full text",
-                                          elem_id="chooser")
+                    chooser = gr.Dropdown(
+                        [], label="Choose a point to read its full text", elem_id="chooser"
+                    )
                     point_meta = gr.Markdown()
-                    point_text = gr.Textbox(label="Full text", lines=6, interactive=False,
-                                            elem_id="point-text")
+                    point_text = gr.Textbox(
+                        label="Full text", lines=6, interactive=False, elem_id="point-text"
+                    )
 
         with gr.Tab("Rate"):
-            gr.Markdown("Two responses to one prompt, made with different weights or methods. "
-                        "Which is better? The settings are revealed after your vote.")
+            gr.Markdown(
+                "Two responses to one prompt, made with different weights or methods. "
+                "Which is better? The settings are revealed after your vote."
+            )
             if os.environ.get("SPACE_ID") and os.environ.get("OAUTH_CLIENT_ID"):
                 gr.LoginButton()
             with gr.Row():
@@ -901,25 +993,37 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
                 text_a = gr.Textbox(label="A", lines=8, interactive=False, elem_id="text-a")
                 text_b = gr.Textbox(label="B", lines=8, interactive=False, elem_id="text-b")
             with gr.Row():
-                vote_buttons = {c: gr.Button(label, interactive=False, elem_id=f"vote-{c}")
-                                for c, label in VOTE_CHOICES.items()}
+                vote_buttons = {
+                    c: gr.Button(label, interactive=False, elem_id=f"vote-{c}")
+                    for c, label in VOTE_CHOICES.items()
+                }
             with gr.Accordion("Per objective (optional, answer before voting)", open=False):
-                answers = [gr.Radio([("A", "a"), ("B", "b"), ("Same", "tie")], value=None,
-                                    label=question(o)) for o in objectives]
+                answers = [
+                    gr.Radio(
+                        [("A", "a"), ("B", "b"), ("Same", "tie")], value=None, label=question(o)
+                    )
+                    for o in objectives
+                ]
             revealed = gr.Markdown(elem_id="reveal")
             votes = gr.Markdown(vote_line(0, 0), elem_id="votes")
 
         with gr.Tab("Dashboard") as dashboard_tab:
             counts = gr.Markdown(elem_id="counts")
             with gr.Row():
-                wins = gr.Dataframe(headers=["method", "wins", "losses", "ties", "both bad",
-                                             "win rate"], label="Win rates per method")
-                strengths = gr.Dataframe(headers=["method", "strength", "low", "high",
-                                                  "comparisons"], label="Bradley-Terry")
+                wins = gr.Dataframe(
+                    headers=["method", "wins", "losses", "ties", "both bad", "win rate"],
+                    label="Win rates per method",
+                )
+                strengths = gr.Dataframe(
+                    headers=["method", "strength", "low", "high", "comparisons"],
+                    label="Bradley-Terry",
+                )
             strength_plot = gr.Plot(label="Strengths")
-            steer = gr.Dataframe(headers=["objective", "agree", "disagree", "ties", "rate"],
-                                 label="Human steerability: when A had the higher weight on an "
-                                       "objective, how often raters judged A stronger on it")
+            steer = gr.Dataframe(
+                headers=["objective", "agree", "disagree", "ties", "rate"],
+                label="Human steerability: when A had the higher weight on an "
+                "objective, how often raters judged A stronger on it",
+            )
             all_frontier = gr.Plot(label="Frontier of all stored generations")
             with gr.Row():
                 refresh = gr.Button("Refresh")
@@ -930,10 +1034,22 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
         # --- events ---
         weights_in = [*sliders]
         decoding_in = [max_tokens, temperature, seed]
-        status_timer.tick(lambda: ui_status(app), None, [status, status_timer], **private,
-                          queue=False, show_progress="hidden")
-        demo.load(lambda: ui_status(app), None, [status, status_timer], **private,
-                  queue=False, show_progress="hidden")
+        status_timer.tick(
+            lambda: ui_status(app),
+            None,
+            [status, status_timer],
+            **private,
+            queue=False,
+            show_progress="hidden",
+        )
+        demo.load(
+            lambda: ui_status(app),
+            None,
+            [status, status_timer],
+            **private,
+            queue=False,
+            show_progress="hidden",
+        )
         demo.load(ui_rater_id, rater, rater, **private, queue=False)
         demo.load(lambda r: vote_line(*app.vote_counts(r)), rater, votes, **private)
 
@@ -941,8 +1057,15 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
             return ui_used_weights(app, *w)
 
         for slider in sliders:
-            slider.input(used_weights, weights_in, used, **private, queue=False,
-                         trigger_mode="always_last", show_progress="hidden")
+            slider.input(
+                used_weights,
+                weights_in,
+                used,
+                **private,
+                queue=False,
+                trigger_mode="always_last",
+                show_progress="hidden",
+            )
 
         generate_outputs = [response, scores_plot, frontier_plot, hv, chooser]
 
@@ -950,42 +1073,84 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
             yield from ui_generate(app, prompt, method, max_tokens, temperature, seed, *weights)
 
         def regenerate(prompt, method, max_tokens, temperature, seed, *weights):
-            yield from ui_generate(app, prompt, method, max_tokens, temperature, seed, *weights,
-                                   quiet_if_empty=True)
+            yield from ui_generate(
+                app, prompt, method, max_tokens, temperature, seed, *weights, quiet_if_empty=True
+            )
 
         generate_in = [prompt, method, *decoding_in, *weights_in]
         for trigger in (generate_btn.click, prompt.submit):
-            trigger(generate, generate_in, generate_outputs, **model, **private,
-                    api_name="ui_generate", trigger_mode="always_last")
+            trigger(
+                generate,
+                generate_in,
+                generate_outputs,
+                **model,
+                **private,
+                api_name="ui_generate",
+                trigger_mode="always_last",
+            )
         for slider in sliders:
             # release, not change: a drag produces dozens of changes but one release
-            slider.release(regenerate, generate_in, generate_outputs, **model, **private,
-                           api_name="ui_regenerate", trigger_mode="always_last")
+            slider.release(
+                regenerate,
+                generate_in,
+                generate_outputs,
+                **model,
+                **private,
+                api_name="ui_regenerate",
+                trigger_mode="always_last",
+            )
 
         def sweep(prompt, methods, step, max_tokens, temperature, seed, progress=gr.Progress()):  # noqa: B008
-            yield from ui_sweep(app, prompt, methods, step, max_tokens, temperature, seed,
-                                progress)
+            yield from ui_sweep(app, prompt, methods, step, max_tokens, temperature, seed, progress)
 
-        sweep_btn.click(sweep, [prompt, sweep_methods, step, *decoding_in],
-                        [frontier_plot, hv, chooser], **model, **private, api_name="ui_sweep")
-        chooser.change(lambda g, p: ui_show_point(app, g, p), [chooser, prompt],
-                       [point_text, point_meta], **private)
+        sweep_btn.click(
+            sweep,
+            [prompt, sweep_methods, step, *decoding_in],
+            [frontier_plot, hv, chooser],
+            **model,
+            **private,
+            api_name="ui_sweep",
+        )
+        chooser.change(
+            lambda g, p: ui_show_point(app, g, p),
+            [chooser, prompt],
+            [point_text, point_meta],
+            **private,
+        )
 
-        pair_btn.click(lambda p, m, t, r: ui_new_pair(app, p, m, t, r),
-                       [rate_prompt_in, max_tokens, temperature, rater],
-                       [pair_state, rate_prompt, text_a, text_b, revealed, votes,
-                        *vote_buttons.values(), *answers], **model, **private)
+        pair_btn.click(
+            lambda p, m, t, r: ui_new_pair(app, p, m, t, r),
+            [rate_prompt_in, max_tokens, temperature, rater],
+            [
+                pair_state,
+                rate_prompt,
+                text_a,
+                text_b,
+                revealed,
+                votes,
+                *vote_buttons.values(),
+                *answers,
+            ],
+            **model,
+            **private,
+        )
         for choice, button in vote_buttons.items():
+
             def vote(profile: gr.OAuthProfile | None, pair, rater_id, *given, choice=choice):
                 return ui_vote(app, choice, profile, pair, rater_id, *given)
 
-            button.click(vote, [pair_state, rater, *answers],
-                         [revealed, votes, rater, *vote_buttons.values()], **private)
+            button.click(
+                vote,
+                [pair_state, rater, *answers],
+                [revealed, votes, rater, *vote_buttons.values()],
+                **private,
+            )
 
         dashboard_out = [counts, wins, strengths, strength_plot, steer, all_frontier]
         for trigger in (dashboard_timer.tick, demo.load):
-            trigger(lambda: ui_dashboard(app), None, dashboard_out, **private,
-                    show_progress="hidden")
+            trigger(
+                lambda: ui_dashboard(app), None, dashboard_out, **private, show_progress="hidden"
+            )
         for trigger in (refresh.click, dashboard_tab.select):
             trigger(lambda: ui_dashboard(app, fresh=True), None, dashboard_out, **private)
         export_btn.click(lambda: ui_export(app), None, export_file, **private)

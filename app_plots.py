@@ -108,8 +108,15 @@ def _title(title: str, hv: Mapping[str, float], reference: float) -> str:
 
 def empty_figure(message: str) -> go.Figure:
     fig = go.Figure()
-    fig.add_annotation(text=html.escape(message), showarrow=False, x=0.5, y=0.5, xref="paper",
-                       yref="paper", font={"size": 14})
+    fig.add_annotation(
+        text=html.escape(message),
+        showarrow=False,
+        x=0.5,
+        y=0.5,
+        xref="paper",
+        yref="paper",
+        font={"size": 14},
+    )
     fig.update_layout(height=FIGURE_HEIGHT, xaxis={"visible": False}, yaxis={"visible": False})
     return fig
 
@@ -155,18 +162,32 @@ def frontier_figure(
             xs = [front_points[i].scores[0] for i in order]
             ys = [front_points[i].scores[1] for i in order]
             fig.add_trace(
-                go.Scatter(x=xs, y=ys, mode="lines", line={"shape": "vh", "color": colour},
-                           name=f"{method} front", legendgroup=method, showlegend=False,
-                           hoverinfo="skip")
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    line={"shape": "vh", "color": colour},
+                    name=f"{method} front",
+                    legendgroup=method,
+                    showlegend=False,
+                    hoverinfo="skip",
+                )
             )
     marked = [p for p in points if p.generation_id == highlight]
     if marked:
         fig.add_trace(_scatter(marked, objectives, "latest", "#000000", True, "latest"))
-    layout = {"title": {"text": _title(title, hv, reference)}, "height": FIGURE_HEIGHT,
-              "margin": {"l": 40, "r": 20, "t": 70, "b": 40}, "legend": {"orientation": "h"}}
+    layout = {
+        "title": {"text": _title(title, hv, reference)},
+        "height": FIGURE_HEIGHT,
+        "margin": {"l": 40, "r": 20, "t": 70, "b": 40},
+        "legend": {"orientation": "h"},
+    }
     if len(objectives) == 3:
-        layout["scene"] = {"xaxis_title": objectives[0], "yaxis_title": objectives[1],
-                           "zaxis_title": objectives[2]}
+        layout["scene"] = {
+            "xaxis_title": objectives[0],
+            "yaxis_title": objectives[1],
+            "zaxis_title": objectives[2],
+        }
     else:
         layout["xaxis_title"], layout["yaxis_title"] = objectives[0], objectives[1]
     fig.update_layout(**layout)
@@ -183,14 +204,18 @@ def _scatter(points, objectives, method, colour, front, label):
         "line": {"width": 1.5 if front else 0, "color": "#222222"},
     }
     if label == "latest":
-        marker.update(symbol="diamond" if len(objectives) == 3 else "star", size=16,
-                      color="rgba(0,0,0,0)", line={"width": 2.5, "color": "#000000"})
+        marker.update(
+            symbol="diamond" if len(objectives) == 3 else "star",
+            size=16,
+            color="rgba(0,0,0,0)",
+            line={"width": 2.5, "color": "#000000"},
+        )
     common = {
         "mode": "markers",
         "name": method if label != "dominated" else f"{method} (dominated)",
         "legendgroup": method,
         "marker": marker,
-        "text": [hover_text(p, objectives[-len(p.scores):]) for p in points],
+        "text": [hover_text(p, objectives[-len(p.scores) :]) for p in points],
         "hovertemplate": "%{text}<extra></extra>",
         "customdata": [p.generation_id for p in points],
     }
@@ -208,8 +233,14 @@ def _parallel_figure(points, objectives, title) -> go.Figure:
         on_front[idx] = 1.0
     scores = score_matrix(points)
     dimensions = [{"label": o, "values": scores[:, j]} for j, o in enumerate(objectives)]
-    dimensions.append({"label": "front", "values": on_front, "tickvals": [0, 1],
-                       "ticktext": ["dominated", "front"]})
+    dimensions.append(
+        {
+            "label": "front",
+            "values": on_front,
+            "tickvals": [0, 1],
+            "ticktext": ["dominated", "front"],
+        }
+    )
     colours = [method_colour(m) for m in methods]
     # A discrete colour scale: method i occupies the band [i, i+1) / n.
     n = max(len(methods), 1)
@@ -218,13 +249,19 @@ def _parallel_figure(points, objectives, title) -> go.Figure:
         scale += [[i / n, colour], [(i + 1) / n, colour]]
     values = [(index[p.method] + 0.5) / n for p in points]
     fig = go.Figure(
-        go.Parcoords(line={"color": values, "colorscale": scale, "cmin": 0, "cmax": 1},
-                     dimensions=dimensions)
+        go.Parcoords(
+            line={"color": values, "colorscale": scale, "cmin": 0, "cmax": 1}, dimensions=dimensions
+        )
     )
-    legend = " · ".join(f"<span style='color:{c}'>{html.escape(m)}</span>"
-                        for m, c in zip(methods, colours, strict=True))
-    fig.update_layout(title={"text": f"{title}<br><sup>{legend}</sup>"}, height=FIGURE_HEIGHT,
-                      margin={"l": 60, "r": 60, "t": 90, "b": 30})
+    legend = " · ".join(
+        f"<span style='color:{c}'>{html.escape(m)}</span>"
+        for m, c in zip(methods, colours, strict=True)
+    )
+    fig.update_layout(
+        title={"text": f"{title}<br><sup>{legend}</sup>"},
+        height=FIGURE_HEIGHT,
+        margin={"l": 60, "r": 60, "t": 90, "b": 30},
+    )
     return fig
 
 
@@ -244,8 +281,12 @@ def scores_figure(
         )
     )
     label = "normalised score (z)" if normalised is not None else "raw score (no calibration)"
-    fig.update_layout(height=260, margin={"l": 40, "r": 10, "t": 30, "b": 30},
-                      yaxis_title=label, title={"text": "Scores of this response"})
+    fig.update_layout(
+        height=260,
+        margin={"l": 40, "r": 10, "t": 30, "b": 30},
+        yaxis_title=label,
+        title={"text": "Scores of this response"},
+    )
     return fig
 
 
@@ -259,13 +300,20 @@ def strengths_figure(strengths: Sequence) -> go.Figure:
             y=[s.method for s in strengths],
             mode="markers",
             marker={"size": 12, "color": [method_colour(s.method) for s in strengths]},
-            error_x={"type": "data", "symmetric": False,
-                     "array": [s.high - s.strength for s in strengths],
-                     "arrayminus": [s.strength - s.low for s in strengths]},
+            error_x={
+                "type": "data",
+                "symmetric": False,
+                "array": [s.high - s.strength for s in strengths],
+                "arrayminus": [s.strength - s.low for s in strengths],
+            },
             hovertemplate="%{y}: %{x:.2f}<extra></extra>",
         )
     )
-    fig.update_layout(height=280, margin={"l": 70, "r": 20, "t": 40, "b": 40},
-                      title={"text": "Bradley-Terry strength (95% bootstrap interval)"},
-                      xaxis_title="log-strength", yaxis={"autorange": "reversed"})
+    fig.update_layout(
+        height=280,
+        margin={"l": 70, "r": 20, "t": 40, "b": 40},
+        title={"text": "Bradley-Terry strength (95% bootstrap interval)"},
+        xaxis_title="log-strength",
+        yaxis={"autorange": "reversed"},
+    )
     return fig

@@ -48,16 +48,13 @@ def cmd_generate(args) -> None:
     steerer = load_steerer(args.method, args.adapter, args.base_model, args.dtype)
     weights = weights or [1.0] * len(steerer.objectives)
     decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
-    if args.json:
-        result = steerer.generate([args.prompt], weights, **decoding)[0]
-        out = {"text": result.text, "weights": list(result.weights), "tokens": result.tokens, "seconds": round(result.seconds, 3)}
-        out.update({"method": args.method, "objectives": list(steerer.objectives)})
-        print(json.dumps(out))
+    result = steerer.generate([args.prompt], weights, **decoding)[0]
+    if not args.json:
+        print(result.text)
         return
-    text = ""
-    for text in steerer.stream(args.prompt, weights, **decoding):
-        pass
-    print(text)
+    out = {"text": result.text, "weights": list(result.weights), "tokens": result.tokens, "seconds": round(result.seconds, 3)}
+    out.update({"method": args.method, "objectives": list(steerer.objectives)})
+    print(json.dumps(out))
 
 
 def cmd_objectives(args) -> None:

@@ -188,7 +188,7 @@ def evaluate(config: EvaluateConfig) -> str:
 
 def format_summary(results: dict, out: Path) -> str:
     objectives = results["objectives"]
-    lines = [f"| method | hypervolume | " + " | ".join(f"rho {n}" for n in objectives) + " |"]
+    lines = ["| method | hypervolume | " + " | ".join(f"rho {n}" for n in objectives) + " |"]
     lines.append("|---" * (2 + len(objectives)) + "|")
     for method, r in results["methods"].items():
         rho = " | ".join(f"{r['steerability'][n]:.2f}" for n in objectives)

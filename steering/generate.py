@@ -256,9 +256,11 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mas
     ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P+T)
     mask = torch.cat([prompt_mask, response_mask], dim=1)  # (B, P+T)
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
-    prompt_len = prompt_ids.shape[1]
-    logits = logits[:, prompt_len - 1 : -1, :].float()  # (B, T, V): predicts response tokens
+    steps = response_ids.shape[1]
+    # the output head runs only where a response token is predicted: most of a step's time is
+    # the 49k-word head, and the prompt positions would waste it
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=steps + 1).logits
+    logits = logits[:, :-1, :].float()  # (B, T, V): position P-1+t predicts response token t
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, response_ids[..., None]).squeeze(-1)
     return logprobs * response_mask
 

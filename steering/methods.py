@@ -14,6 +14,7 @@ shared layers.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ ADAPTERS = ASSETS / "adapters"
 # the corner experts logit mixing combines are the soups adapters
 ADAPTER_OF_METHOD = {"clp": "clp", "prompt": "prompt", "soups": "soups", "logits": "soups"}
 MODEL_LOCK = threading.RLock()
+_LOAD_LOCK = threading.Lock()
 
 
 def check_method(method: str) -> str:
@@ -105,14 +107,45 @@ class Steerer:
         ]
 
     def stream(self, prompt: str, weights, **decoding) -> Iterator[str]:
-        """The response text so far, after every token. Holds the model lock while it runs."""
+        """The response text so far, after every token.
+
+        The model runs start to finish on a thread of its own that holds MODEL_LOCK, so the
+        caller may iterate from any thread (a web server's workers do) and the lock is always
+        released by the thread that took it. Closing the iterator stops the generation.
+        """
         w = self.normalised_weights(weights, 1)
         model_prompts, conditioning = self.conditioning([prompt], w)
-        with MODEL_LOCK:
-            yield from stream(self.base.model, self.base.tokenizer, model_prompts[0], conditioning, **decoding)
+        chunks: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def produce():
+            try:
+                with MODEL_LOCK:
+                    texts = stream(self.base.model, self.base.tokenizer, model_prompts[0], conditioning, **decoding)
+                    for text in texts:
+                        if stop.is_set():
+                            break
+                        chunks.put(("text", text))
+            except BaseException as error:  # noqa: BLE001 (handed to the consumer)
+                chunks.put(("error", error))
+            else:
+                chunks.put(("done", None))
+
+        threading.Thread(target=produce, name="stream", daemon=True).start()
+        try:
+            while True:
+                kind, value = chunks.get()
+                if kind == "error":
+                    raise value
+                if kind == "done":
+                    return
+                yield value
+        finally:
+            stop.set()
 
 
-def _objectives_without_adapter() -> tuple[str, ...]:
+def shipped_objectives() -> tuple[str, ...]:
+    """The objectives of the shipped clp adapter (the default set if none is shipped)."""
     from steering.objectives import DEFAULT_OBJECTIVES
 
     clp_dir = default_adapter_dir("clp")
@@ -125,7 +158,7 @@ def _objectives_without_adapter() -> tuple[str, ...]:
 def _load(method: str, adapter_dir: Path | None, base_path: str | None, dtype: str) -> Steerer:
     base = load_base(base_path, dtype)
     if method == "base":
-        return Steerer(method, base, _objectives_without_adapter(), None, None, None)
+        return Steerer(method, base, shipped_objectives(), None, None, None)
     directory = adapter_dir or default_adapter_dir(method)
     if not directory.exists():
         raise UserError(
@@ -151,4 +184,5 @@ def load_steerer(
     if method == "base" and adapter_dir:
         raise UserError("the base method takes no adapter")
     directory = Path(adapter_dir).resolve() if adapter_dir else None
-    return _load(method, directory, base_path, dtype)
+    with _LOAD_LOCK:  # two first requests must not attach the same bank twice
+        return _load(method, directory, base_path, dtype)

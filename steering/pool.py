@@ -10,6 +10,7 @@ the objective correlation study. Writing line by line makes an interrupted run r
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,25 @@ class Candidate:
     text: str
     tokens: int
     weights: tuple[float, ...] = ()
+    ended: bool = True  # False when the response was cut off by the token limit
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def sentence_prefixes(candidate: Candidate) -> list[Candidate]:
+    """The response cut after its 1st, 2nd, ... sentence, each a complete shorter answer.
+
+    Sampled responses of a small model mostly run to the token limit, so a pool of them barely
+    varies in length; the prefixes, scored like any candidate, give rejection sampling short
+    answers to choose for weightings that value brevity, at no extra generation cost.
+    """
+    pieces = [p for p in _SENTENCE_END.split(candidate.text.strip()) if p.strip()]
+    prefixes = []
+    for n in range(1, len(pieces)):
+        text = " ".join(pieces[:n])
+        prefixes.append(Candidate(candidate.prompt, text, 0, candidate.weights, ended=True))
+    return prefixes
 
 
 def read_pool(path: str | Path) -> list[Candidate]:
@@ -31,7 +51,10 @@ def read_pool(path: str | Path) -> list[Candidate]:
     if not path.exists():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [Candidate(r["prompt"], r["text"], r["tokens"], tuple(r.get("weights", ()))) for r in rows]
+    return [
+        Candidate(r["prompt"], r["text"], r["tokens"], tuple(r.get("weights", ())), r.get("ended", True))
+        for r in rows
+    ]
 
 
 def sample_pool(
@@ -76,7 +99,8 @@ def sample_pool(
                 seed=batch_seed,
             )
             for prompt, result in zip(batch, results, strict=True):
-                record = {"prompt": prompt, "text": result.text, "tokens": result.tokens}
+                ended = result.tokens < max_new_tokens
+                record = {"prompt": prompt, "text": result.text, "tokens": result.tokens, "ended": ended}
                 if result.weights:
                     record["weights"] = list(result.weights)
                 handle.write(json.dumps(record) + "\n")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from steering.errors import UserError
 from steering.objectives import DEFAULT_OBJECTIVES, correlation_table, fit_calibration
 from steering.pool import read_pool

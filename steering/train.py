@@ -51,7 +51,7 @@ from steering.mixing import (
 from steering.objectives import Calibration, fit_calibration, score
 from steering.pareto import sample_dirichlet
 from steering.policy import BaseModel, load_base
-from steering.pool import Candidate, read_pool, sample_pool
+from steering.pool import Candidate, read_pool, sample_pool, sentence_prefixes
 from steering.prompts import TRAIN_PROMPTS, read_prompts
 
 TRAINED_METHODS = ("clp", "prompt", "soups")
@@ -80,9 +80,9 @@ class TrainConfig:
     """candidates per prompt in the base-model pool"""
     variant: str = "attn"
     """conditioned layers: attn (q, k, v, o), full (every block linear) or logit (output head)"""
-    rank: int = 8
+    rank: int = 4
     """LoRA rank r of every adapter"""
-    lora_alpha: float = 16.0
+    lora_alpha: float = 8.0
     """LoRA alpha; each adapter is scaled by alpha / r"""
     dirichlet_alpha: float = 1.0
     """concentration of the Dirichlet that training weightings are drawn from"""
@@ -288,8 +288,8 @@ class Trainer:
 
     def calibrate(self) -> Calibration:
         """Normalisation statistics from base-model samples on the training prompts."""
-        _, raw = self.base_pool()
-        return fit_calibration(raw)
+        self.base_candidates, self.base_raw = self.base_pool()
+        return fit_calibration(self.base_raw)
 
     def normalised(self, raw: dict[str, np.ndarray]) -> np.ndarray:
         r_hat = self.calibration.normalise(raw)
@@ -387,15 +387,17 @@ class Trainer:
         )
         return metrics
 
-    def sft_step(self, examples: list[tuple[str, str, np.ndarray]]) -> dict[str, float]:
-        """Finetune on (prompt, target, w): maximise log pi(target | prompt, w) per token."""
+    def sft_step(self, examples: list[tuple]) -> dict[str, float]:
+        """Finetune on (prompt, target, w, ended): maximise log pi(target | prompt, w) per token."""
         tok = self.base.tokenizer
         prompts = [e[0] for e in examples]
         w = np.stack([e[2] for e in examples])
         model_prompts, conditioning = self.condition(prompts, w)
         context = getattr(self.unwrapped.config, "max_position_embeddings", 2048)
         prompt_ids, prompt_mask = encode_prompts(tok, model_prompts, self.config.max_new_tokens + 1, context)
-        response_ids, response_mask = encode_targets(tok, [e[1] for e in examples], self.config.max_new_tokens + 1)
+        response_ids, response_mask = encode_targets(
+            tok, [e[1] for e in examples], [e[3] for e in examples], self.config.max_new_tokens + 1
+        )
         with conditioned(self.unwrapped, self.bank, conditioning.weights):
             logprobs = sequence_logprobs(self.model, prompt_ids, prompt_mask, response_ids, response_mask)
         per_sequence = logprobs.sum(dim=-1) / response_mask.sum(dim=-1)  # mean token log-prob
@@ -406,36 +408,40 @@ class Trainer:
     # -- rejection sampling ---------------------------------------------------------------------
 
     def round_pool(self, round_index: int) -> tuple[list[Candidate], np.ndarray]:
-        """Round 1: the base pool. Later rounds: candidates from the policy at sampled w."""
-        if round_index == 0:
-            candidates, raw = self.base_pool()
-            return candidates, self.normalised(raw)
+        """Round 1: the base pool. Later rounds: candidates from the policy at sampled w.
+        Either way every response also offers its sentence prefixes as candidates."""
         cfg = self.config
-        path = self.out / f"pool-round{round_index + 1}.jsonl"
-        k = len(self.objectives)
+        if round_index == 0:
+            path, candidates = Path(cfg.pool), self.base_candidates
+        else:
+            path = self.out / f"pool-round{round_index + 1}.jsonl"
+            k = len(self.objectives)
 
-        def conditioning_for(batch_prompts):
-            rng = step_rng(cfg.seed, 10_000 * round_index + self.prompts.index(batch_prompts[0]))
-            weights = sample_weightings(cfg.method, k, len(batch_prompts), cfg.dirichlet_alpha, rng)
-            return self.condition(batch_prompts, weights)
+            def conditioning_for(batch_prompts):
+                rng = step_rng(cfg.seed, 10_000 * round_index + self.prompts.index(batch_prompts[0]))
+                weights = sample_weightings(cfg.method, k, len(batch_prompts), cfg.dirichlet_alpha, rng)
+                return self.condition(batch_prompts, weights)
 
-        if self.accelerator.is_main_process:
-            sample_pool(
-                self.unwrapped,
-                self.base.tokenizer,
-                self.prompts,
-                path,
-                samples=cfg.pool_samples,
-                conditioning_for=conditioning_for,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                seed=cfg.seed + round_index,
-            )
-        self.accelerator.wait_for_everyone()
-        candidates = read_pool(path)
-        return candidates, self.normalised(score_pool(candidates, self.objectives, pool_scores_path(path)))
+            if self.accelerator.is_main_process:
+                sample_pool(
+                    self.unwrapped,
+                    self.base.tokenizer,
+                    self.prompts,
+                    path,
+                    samples=cfg.pool_samples,
+                    conditioning_for=conditioning_for,
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    seed=cfg.seed + round_index,
+                )
+            self.accelerator.wait_for_everyone()
+            wanted = set(self.prompts)
+            candidates = [c for c in read_pool(path) if c.prompt in wanted]
+        expanded = candidates + [p for c in candidates for p in sentence_prefixes(c)]
+        cache = path.with_suffix(f".{len(self.prompts)}-prompts.expanded.scores.npz")
+        return expanded, self.normalised(score_pool(expanded, self.objectives, cache))
 
-    def select(self, candidates: list[Candidate], r_hat: np.ndarray, round_index: int) -> list[tuple[str, str, np.ndarray]]:
+    def select(self, candidates: list[Candidate], r_hat: np.ndarray, round_index: int) -> list[tuple]:
         """For each prompt and weighting w, the candidate maximising w . r_hat (DPA's selection)."""
         cfg = self.config
         k = len(self.objectives)
@@ -453,8 +459,8 @@ class Trainer:
                 rng = step_rng(cfg.seed, 100_000 + 1_000 * round_index + p_index)
                 weightings = sample_dirichlet(k, cfg.weightings_per_prompt, cfg.dirichlet_alpha, rng)
             for w in weightings:
-                best = rows[int(np.argmax(r_hat[rows] @ w))]
-                examples.append((prompt, candidates[best].text, w))
+                best = candidates[rows[int(np.argmax(r_hat[rows] @ w))]]
+                examples.append((prompt, best.text, w, best.ended))
         return examples
 
     # -- the loops ------------------------------------------------------------------------------
@@ -546,13 +552,14 @@ def decode_responses(tokenizer, batch: SampledBatch) -> list[str]:
     return texts
 
 
-def encode_targets(tokenizer, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded target ids, each ending with the end-of-turn token so the policy learns
-    where to stop (which is what brevity is made of)."""
+def encode_targets(tokenizer, texts: list[str], ended: list[bool], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded target ids. A complete answer ends with the end-of-turn token, so the policy
+    learns where to stop (which is what brevity is made of); one the token limit cut off does
+    not, so the policy never learns to stop mid-sentence."""
     rows = []
-    for text in texts:
+    for text, complete in zip(texts, ended, strict=True):
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
-        rows.append(ids + [tokenizer.eos_token_id])
+        rows.append(ids + [tokenizer.eos_token_id] if complete else ids)
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import build_tiny_llama
+
 from steering import methods, policy
 from steering.mixing import AdapterMetadata, AdapterSpec, attach, save_bank
 from steering.objectives import fit_calibration

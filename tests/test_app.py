@@ -10,11 +10,11 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
+from app_fixtures import OBJECTIVES, tiny_env  # noqa: F401 (a fixture)
 from gradio_client import Client
 
 import app
 import app_plots
-from app_fixtures import OBJECTIVES, tiny_env  # noqa: F401 (a fixture)
 from steering.methods import MODEL_LOCK
 from storage import repository as repo
 
@@ -24,7 +24,7 @@ DECODING = (6, 0.7, 0)  # max new tokens, temperature, seed: short, the tiny mod
 
 
 @pytest.fixture(scope="module")
-def steering_app(tiny_env):
+def steering_app(tiny_env):  # noqa: F811
     return app.SteeringApp(
         database_url=f"sqlite:///{tiny_env / 'app.db'}", sweep_batch=2, dtype="float32"
     )
@@ -61,6 +61,31 @@ def test_decoding_options_are_checked():
         app.Decoding.parse(0, 0.7, 0)
     with pytest.raises(app.UserError, match="temperature"):
         app.Decoding.parse(8, 9, 0)
+
+
+def test_page_load_does_not_wait_for_the_model(tiny_env, monkeypatch):  # noqa: F811
+    fresh = app.SteeringApp(database_url=f"sqlite:///{tiny_env / 'loading.db'}", dtype="float32")
+    loading, release = threading.Event(), threading.Event()
+    load = app._load_steerer
+
+    def slow_load(method, dtype):
+        loading.set()
+        release.wait(30)
+        return load(method, dtype=dtype)
+
+    monkeypatch.setattr(app, "_load_steerer", slow_load)
+    try:
+        assert "Loading the model" in app.ui_status(fresh)[0]  # starts the background load
+        assert loading.wait(30)
+        statuses = []
+        page_load = threading.Thread(target=lambda: statuses.append(app.ui_status(fresh)[0]))
+        page_load.start()
+        page_load.join(5)
+        assert statuses and "Loading the model" in statuses[0]
+    finally:
+        release.set()
+    fresh._loader.join(30)
+    assert "Model ready" in app.ui_status(fresh)[0]
 
 
 # --- explore ------------------------------------------------------------------------------
@@ -128,14 +153,14 @@ def test_stream_releases_the_model_lock_when_gradio_hops_threads(steering_app):
     # gradio calls next() on a sync generator from whichever worker thread is free
     stream = steering_app.stream(PROMPT, "clp", [0.5, 0.5], app.Decoding(4, 0.7, 0))
     items = []
+    box = []
     while True:
-        box = []
         worker = threading.Thread(target=lambda: box.append(next(stream, None)))
         worker.start()
         worker.join()
-        if box[0] is None:
+        if box[-1] is None:
             break
-        items.append(box[0])
+        items.append(box[-1])
     assert isinstance(items[-1], app.ScoredGeneration)
     free = []
 
@@ -152,8 +177,16 @@ def test_stream_releases_the_model_lock_when_gradio_hops_threads(steering_app):
 
 def test_sweep_reports_progress_and_draws_every_point(steering_app):
     seen = []
-    outputs = run(app.ui_sweep(steering_app, "Describe a rainy day.", ["soups"], 0.5,
-                               *DECODING, progress=lambda value, desc=None: seen.append(value)))
+    outputs = run(
+        app.ui_sweep(
+            steering_app,
+            "Describe a rainy day.",
+            ["soups"],
+            0.5,
+            *DECODING,
+            progress=lambda value, desc=None: seen.append(value),
+        )
+    )
     # 3 grid points in batches of 2
     assert len(outputs) == 2 and seen[-1] == (3, 3)
     figure, hv, chooser = outputs[-1]
@@ -203,8 +236,9 @@ def _points(k, texts=None):
     rng = np.random.default_rng(k)
     texts = texts or ["fine"] * 8
     return [
-        app_plots.PlotPoint(i, ("clp", "base")[i % 2], tuple(np.full(k, 1 / k)),
-                            tuple(rng.normal(size=k)), texts[i])
+        app_plots.PlotPoint(
+            i, ("clp", "base")[i % 2], tuple(np.full(k, 1 / k)), tuple(rng.normal(size=k)), texts[i]
+        )
         for i in range(len(texts))
     ]
 
@@ -232,10 +266,33 @@ def test_hover_text_never_carries_generated_markup():
 
 
 def test_hypervolume_per_method_by_hand():
-    points = [app_plots.PlotPoint(1, "clp", (0.5, 0.5), (1.0, 1.0), ""),
-              app_plots.PlotPoint(2, "base", (0.5, 0.5), (0.0, -1.0), "")]
+    points = [
+        app_plots.PlotPoint(1, "clp", (0.5, 0.5), (1.0, 1.0), ""),
+        app_plots.PlotPoint(2, "base", (0.5, 0.5), (0.0, -1.0), ""),
+    ]
     # boxes above (-2, -2): clp 3 x 3 = 9, base 2 x 1 = 2
     assert app_plots.hypervolumes(points, -2.0) == pytest.approx({"clp": 9.0, "base": 2.0})
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def test_model_calls_share_one_limit_and_sliders_fire_on_release(steering_app):
+    demo = app.build_demo(steering_app)
+    fns = list(demo.fns.values())
+    model_calls = {f.api_name for f in fns if f.concurrency_id == "model"}
+    assert {"generate", "sweep", "pair", "ui_generate", "ui_sweep"} <= model_calls
+    assert {f.concurrency_limit for f in fns if f.concurrency_id == "model"} == {1}
+    assert demo._queue.max_size == steering_app.queue_size
+    slider_ids = {b._id for b in demo.blocks.values() if isinstance(b, gr.Slider)}
+    model_events = {
+        event
+        for f in fns
+        if f.concurrency_id == "model"
+        for block, event in f.targets
+        if block in slider_ids
+    }
+    assert model_events == {"release"}  # never "change" or "input": one call per drag
 
 
 # --- Space image ------------------------------------------------------------------------------
@@ -251,8 +308,11 @@ def _pip_installs(lines) -> list[list[str]]:
             if "install" not in words or not any(w.endswith("pip") for w in words):
                 continue
             args = words[words.index("install") + 1 :]
-            kept = [w for w in args if w not in ("-q", "--quiet", "--no-cache-dir", "-e",
-                                                   "--upgrade", "--user")]
+            kept = [
+                w
+                for w in args
+                if w not in ("-q", "--quiet", "--no-cache-dir", "-e", "--upgrade", "--user")
+            ]
             installs.append(kept)
     return installs
 
@@ -287,8 +347,9 @@ def test_api_lists_the_named_endpoints(client):
 
 
 def test_client_generate_streams_then_returns_the_stored_generation(client):
-    job = client.submit(prompt=PROMPT, weights=[0.3, 0.7], method="soups", max_new_tokens=5,
-                        api_name="/generate")
+    job = client.submit(
+        prompt=PROMPT, weights=[0.3, 0.7], method="soups", max_new_tokens=5, api_name="/generate"
+    )
     final = job.result()
     chunks = job.outputs()
     assert len(chunks) >= 2 and chunks[0]["done"] is False
@@ -303,8 +364,13 @@ def test_client_empty_prompt_is_refused(client):
 
 
 def test_client_sweep_score_frontier(client):
-    result = client.predict(prompt="Review a cheap hotel.", methods=["clp", "logits"], step=0.5,
-                            max_new_tokens=4, api_name="/sweep")
+    result = client.predict(
+        prompt="Review a cheap hotel.",
+        methods=["clp", "logits"],
+        step=0.5,
+        max_new_tokens=4,
+        api_name="/sweep",
+    )
     assert len(result["generations"]) == 6
     assert set(result["hypervolume"]) == {"clp", "logits"}
     assert any(p["non_dominated"] for p in result["points"])
@@ -317,15 +383,20 @@ def test_client_sweep_score_frontier(client):
 def test_client_pair_rate_once_and_export(client):
     pair = client.predict(prompt="Give one tip for sleep.", max_new_tokens=4, api_name="/pair")
     assert {"comparison_id", "prompt", "a", "b"} == set(pair)
-    vote = {"comparison_id": pair["comparison_id"], "choice": "a", "rater_id": "api-rater",
-            "rating_uuid": "6f1c1c1e-4d3a-4c1b-9a54-0f5e7b0c2d11",
-            "per_objective": {"conciseness": "b"}}
+    vote = {
+        "comparison_id": pair["comparison_id"],
+        "choice": "a",
+        "rater_id": "api-rater",
+        "rating_uuid": "6f1c1c1e-4d3a-4c1b-9a54-0f5e7b0c2d11",
+        "per_objective": {"conciseness": "b"},
+    }
     first = client.predict(**vote, api_name="/rate")
     assert first["your_votes"] == 1
     assert client.predict(**vote, api_name="/rate") == first  # a resent vote is a no-op
     with pytest.raises(Exception, match="already voted"):
-        client.predict(comparison_id=pair["comparison_id"], choice="b", rater_id="api-rater",
-                       api_name="/rate")
+        client.predict(
+            comparison_id=pair["comparison_id"], choice="b", rater_id="api-rater", api_name="/rate"
+        )
     exported = [json.loads(line) for line in client.predict(api_name="/export").splitlines()]
     mine = [row for row in exported if row["prompt"] == "Give one tip for sleep."]
     assert len(mine) == 1 and mine[0]["chosen"] == pair["a"]

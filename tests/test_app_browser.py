@@ -4,9 +4,9 @@ in-process with a tiny model. Screenshots are kept under test-artifacts/ (gitign
 from pathlib import Path
 
 import pytest
+from app_fixtures import tiny_env  # noqa: F401 (a fixture)
 
 import app
-from app_fixtures import tiny_env  # noqa: F401 (a fixture)
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -102,6 +102,9 @@ def test_slide_generate_plot_and_vote(page):
     page.click("#generate")
     wait_for_points(page, 2)
     page.screenshot(path=ARTIFACTS / "app-explore.png", full_page=True)
+    page.click("#sweep")  # clp over the 0.5 grid: three more points
+    wait_for_points(page, 5)
+    page.screenshot(path=ARTIFACTS / "app-sweep.png", full_page=True)
 
     page.get_by_role("tab", name="Rate").click()
     expect(page.locator("#votes")).to_contain_text("Your votes: 0")
@@ -140,7 +143,8 @@ def test_generated_markup_is_shown_as_text(page, served, monkeypatch):
     page.click("#generate")
     expect(page.locator("#hypervolume")).to_contain_text("Hypervolume")
     assert page.locator("#response textarea").input_value() == evil
-    page.locator("#frontier .scatterlayer .point").last.hover()
+    # plotly listens on a drag layer above the markers, so move the mouse there
+    page.locator("#frontier .scatterlayer .point").last.hover(force=True)
     expect(page.locator("#frontier .hoverlayer")).to_contain_text("<script>")
     page.locator("#chooser input").click()
     page.get_by_role("option").first.click()

@@ -1,0 +1,658 @@
+"""Fast CPU serving on llama.cpp: the base GGUF plus the K objective adapters as GGUF LoRA files,
+mixed per request by setting adapter k's scale to w_k.
+
+For every adapted matmul llama.cpp adds, per loaded adapter with scale s_k,
+s_k * (alpha / r) * B_k @ A_k @ x (`llama_adapter_lora_weight::get_scale`), so the scales
+s_k = w_k give exactly the mixing of `steering.mixing`:
+
+    y = W0 x + sum_k w_k * (alpha / r) * B_k @ A_k @ x
+
+Adapters with w_k = 0 are left off the context, which skips their matmuls and changes nothing.
+
+    STEERING_BACKEND=llamacpp python -m steering generate --prompt "Review a cafe" --weights 0.5,0.3,0.2
+    python -m steering bench backends [--json]
+
+The backend is chosen by `load_backend_steerer`: an explicit `backend`, else `STEERING_BACKEND`,
+else `llamacpp` when `llama-cpp-python` is installed. Logit mixing (`logits`) runs on torch only.
+Anything the llama.cpp path cannot serve (package missing, a directory base model, an adapter
+that does not fit) falls back to the torch backend with one line in the log saying why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from steering.errors import UserError
+from steering.generate import Generation
+from steering.mixing import (
+    ADAPTER_FILE,
+    METADATA_FILE,
+    AdapterMetadata,
+    check_weights,
+    read_metadata,
+)
+from steering.policy import chat_prompt, model_identity, resolve_base_model_path
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "llamacpp")
+BACKEND_ENV = "STEERING_BACKEND"
+THREADS_ENV = "STEERING_THREADS"
+CONTEXT_ENV = "STEERING_LLAMACPP_CONTEXT"
+REPACK_ENV = "STEERING_LLAMACPP_REPACK"
+DEFAULT_CONTEXT = 2048
+# Bump when the exported files change meaning, so stale caches are rewritten.
+EXPORT_VERSION = "1"
+EXPORT_PREFIX = "gguf-"
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing a backend
+
+
+def llamacpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def resolve_backend(backend: str | None = None) -> str:
+    """An explicit backend, else STEERING_BACKEND, else llamacpp when installed, else torch."""
+    chosen = (backend or os.environ.get(BACKEND_ENV) or "").strip().lower()
+    if not chosen:
+        return "llamacpp" if llamacpp_available() else "torch"
+    if chosen not in BACKENDS:
+        raise UserError(f"backend {chosen!r} is unknown; choose one of {', '.join(BACKENDS)}")
+    return chosen
+
+
+def load_backend_steerer(
+    method: str,
+    adapter_dir: str | Path | None = None,
+    base_path: str | None = None,
+    dtype: str = "bfloat16",
+    backend: str | None = None,
+):
+    """The method ready to generate on the chosen backend (`LlamaCppSteerer` or torch `Steerer`).
+
+    `dtype` applies to the torch backend only. When llama.cpp cannot serve the request the torch
+    backend is used instead and the log says why; errors that torch would raise as well (an
+    unknown method, a missing adapter directory) surface from torch unchanged.
+    """
+    from steering.methods import check_method, load_steerer
+
+    check_method(method)
+    chosen = resolve_backend(backend)
+    if chosen == "llamacpp":
+        if method == "logits":
+            logger.info("logit mixing runs on the torch backend only; using torch for `logits`")
+        else:
+            try:
+                return load_llamacpp_steerer(method, adapter_dir, base_path)
+            except UserError as error:
+                logger.warning("llama.cpp backend unavailable: %s Using the torch backend.", error)
+    return load_steerer(method, adapter_dir, base_path, dtype)
+
+
+def backend_of(steerer) -> str:
+    """`llamacpp` or `torch`: which backend a loaded steerer runs on."""
+    return getattr(steerer, "backend", "torch")
+
+
+# ---------------------------------------------------------------------------------------------
+# Export: adapter.safetensors -> one GGUF LoRA adapter per objective
+
+
+@dataclass(frozen=True)
+class BaseGguf:
+    """What the export needs to know about the base GGUF file."""
+
+    path: Path
+    arch: str
+    block_count: int
+    head_count: int
+    head_count_kv: int
+    shapes: dict[str, tuple[int, int]]  # tensor name -> (out, in), the torch (row, column) order
+
+
+@cache
+def read_base_gguf(path: Path) -> BaseGguf:
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is not a readable GGUF file ({error})") from None
+
+    def field(key: str):
+        if key not in reader.fields:
+            raise UserError(f"{path} has no {key} field; it is not a llama.cpp model GGUF")
+        return reader.fields[key].contents()
+
+    arch = field("general.architecture")
+    head_count = int(field(f"{arch}.attention.head_count"))
+    shapes = {}
+    for tensor in reader.tensors:
+        if len(tensor.shape) == 2:
+            # GGUF lists dimensions innermost first: (in, out)
+            shapes[tensor.name] = (int(tensor.shape[1]), int(tensor.shape[0]))
+    kv_key = f"{arch}.attention.head_count_kv"
+    return BaseGguf(
+        path=path,
+        arch=arch,
+        block_count=int(field(f"{arch}.block_count")),
+        head_count=head_count,
+        head_count_kv=int(field(kv_key)) if kv_key in reader.fields else head_count,
+        shapes=shapes,
+    )
+
+
+def gguf_rotary_rows(rows: np.ndarray, n_head: int) -> np.ndarray:
+    """Reorder the output rows of a q/k projection from the Hugging Face layout to llama.cpp's.
+
+    transformers un-permutes q and k when it loads a llama GGUF (`reverse_permute`), so the
+    adapters are trained in HF's layout (each head: all first rotary halves, then all second
+    halves); llama.cpp computes in the GGUF layout (interleaved pairs). This is
+    `LlamaModel.permute` of convert_hf_to_gguf.py, applied to B, which holds the output rows.
+    """
+    out = rows.shape[0]
+    # (n_head, 2, head_dim/2, ...) -> (n_head, head_dim/2, 2, ...): halves become pairs
+    grouped = rows.reshape(n_head, 2, out // n_head // 2, *rows.shape[1:])
+    return grouped.swapaxes(1, 2).reshape(rows.shape)
+
+
+def _gguf_weight_name(base: BaseGguf, layer_name: str) -> str:
+    import gguf
+
+    arch = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}.get(base.arch)
+    if arch is None:
+        raise UserError(f"the llama.cpp backend does not know base model architecture {base.arch!r}")
+    mapped = gguf.get_tensor_name_map(arch, base.block_count).get_name(layer_name)
+    if mapped is None:
+        raise UserError(f"adapter layer {layer_name} has no counterpart in a {base.arch} GGUF")
+    return f"{mapped}.weight"
+
+
+def adapter_digest(adapter_dir: Path) -> str:
+    """One adapter version: the tensors, the metadata and the export format."""
+    digest = hashlib.sha256(EXPORT_VERSION.encode())
+    for name in (METADATA_FILE, ADAPTER_FILE):
+        with open(adapter_dir / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_adapter_tensors(adapter_dir: Path) -> dict[str, np.ndarray]:
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    path = adapter_dir / ADAPTER_FILE
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{path} is not a readable adapter file ({error})") from None
+
+
+def _lora_pairs(
+    metadata: AdapterMetadata, tensors: dict[str, np.ndarray], base: BaseGguf, adapter_dir: Path
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(GGUF weight name, A (K*r, in), B (out, K*r) in GGUF row order) per conditioned layer."""
+    spec = metadata.spec
+    hidden = spec.num_adapters * spec.rank
+    layer_names = sorted({name.rsplit(".", 1)[0] for name in tensors})
+    if set(tensors) != {f"{n}.{part}" for n in layer_names for part in ("A", "B")}:
+        raise UserError(f"adapter in {adapter_dir} holds tensors other than matching .A/.B pairs")
+    pairs = []
+    for layer_name in layer_names:
+        a = tensors[f"{layer_name}.A"].astype(np.float32)
+        b = tensors[f"{layer_name}.B"].astype(np.float32)
+        name = _gguf_weight_name(base, layer_name)
+        if name not in base.shapes:
+            if name == "output.weight":
+                raise UserError(
+                    "the base GGUF ties its output layer to the token embeddings, so llama.cpp "
+                    f"cannot apply the {spec.variant!r} adapter in {adapter_dir}"
+                )
+            raise UserError(f"adapter in {adapter_dir} conditions {layer_name}, which the base GGUF lacks")
+        out_features, in_features = base.shapes[name]
+        if a.shape != (hidden, in_features) or b.shape != (out_features, hidden):
+            raise UserError(f"adapter in {adapter_dir} does not match the base model's layer shapes")
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise UserError(f"adapter in {adapter_dir} holds NaN or infinite values")
+        if base.arch == "llama" and name.endswith((".attn_q.weight", ".attn_k.weight")):
+            heads = base.head_count if ".attn_q." in name else base.head_count_kv
+            b = gguf_rotary_rows(b, heads)
+        pairs.append((name, a, b))
+    return pairs
+
+
+def _write_adapter(
+    path: Path,
+    arch: str,
+    alpha: float,
+    pairs: list[tuple[str, np.ndarray, np.ndarray]],
+    k: int,
+    rank: int,
+    objective: str,
+    digest: str,
+) -> None:
+    """Adapter k as a llama.cpp LoRA GGUF (the layout convert_lora_to_gguf.py writes)."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), arch=arch)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(alpha))
+    writer.add_string("steering.objective", objective)
+    writer.add_string("steering.adapter_digest", digest)
+    units = slice(k * rank, (k + 1) * rank)
+    for name, a, b in pairs:
+        # lora_a (r, in) and lora_b (out, r); llama.cpp reads rank from lora_b and scales by alpha/r
+        writer.add_tensor(f"{name}.lora_a", np.ascontiguousarray(a[units]))
+        writer.add_tensor(f"{name}.lora_b", np.ascontiguousarray(b[:, units]))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _cache_root(adapter_dir: Path) -> Path:
+    """Next to the adapter when that directory is writable, else the user's cache."""
+    if os.access(adapter_dir, os.W_OK):
+        return adapter_dir
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache_home / "steering" / "gguf-adapters" / hashlib.sha256(str(adapter_dir).encode()).hexdigest()[:16]
+
+
+def adapter_gguf_paths(adapter_dir: Path, metadata: AdapterMetadata, digest: str) -> list[Path]:
+    directory = _cache_root(adapter_dir) / f"{EXPORT_PREFIX}{digest[:16]}"
+    return [
+        directory / f"adapter-{k}-{name}.gguf"
+        for k, name in enumerate(_adapter_names(metadata))
+    ]
+
+
+def _adapter_names(metadata: AdapterMetadata) -> tuple[str, ...]:
+    return metadata.spec.objectives
+
+
+def export_gguf_adapters(
+    adapter_dir: str | Path, base_gguf: str | Path, force: bool = False
+) -> list[Path]:
+    """The adapter bank in `adapter_dir` as K GGUF LoRA files, exported once per adapter version.
+
+    Refuses, with one sentence, an unreadable or inconsistent adapter and a base model other
+    than the one the adapter was trained on. The files go to `adapter_dir/gguf-<digest>/`
+    (or the user cache when that is read-only); older exports there are removed.
+    """
+    adapter_dir = Path(adapter_dir).resolve()
+    base_path = Path(base_gguf).resolve()
+    metadata = read_metadata(adapter_dir)
+    identity = model_identity(base_path)
+    if metadata.base_model.sha256 != identity.sha256:
+        raise UserError(
+            f"adapter in {adapter_dir} was trained on base model {metadata.base_model.name} "
+            f"({metadata.base_model.sha256[:12]}), not on {identity.name} ({identity.sha256[:12]})"
+        )
+    digest = adapter_digest(adapter_dir)
+    paths = adapter_gguf_paths(adapter_dir, metadata, digest)
+    target = paths[0].parent
+    if not force and all(p.is_file() for p in paths):
+        return paths
+    base = read_base_gguf(base_path)
+    pairs = _lora_pairs(metadata, _read_adapter_tensors(adapter_dir), base, adapter_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # write into a fresh sibling directory and rename it into place, so a concurrent reader
+    # never sees half-written files
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        for k, (path, objective) in enumerate(zip(paths, _adapter_names(metadata), strict=True)):
+            _write_adapter(
+                staging / path.name, base.arch, metadata.spec.alpha, pairs, k,
+                metadata.spec.rank, objective, digest,
+            )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for stale in target.parent.glob(f"{EXPORT_PREFIX}*"):
+        if stale != target and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    logger.info("exported %d GGUF LoRA adapters to %s", len(paths), target)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime: one llama.cpp model and context per process, behind a lock
+
+
+def default_threads() -> int:
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@cache
+def _tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+
+
+class LlamaCppRuntime:
+    """The base GGUF in llama.cpp: one model with every loaded adapter, one context, one lock.
+
+    Adapter scales live on the context, so whoever sets them must hold `lock` until its
+    generation ends; a plain Lock (not RLock) because a streaming generator may be resumed,
+    and so release the lock, on another thread (Gradio does this).
+    """
+
+    def __init__(self, path: Path, threads: int, context: int):
+        import llama_cpp
+
+        _quiet_llama_logs()
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        # Weight repacking ("extra buffer types") selects AMX kernels on CPUs that advertise AMX;
+        # some VMs advertise it without enabling the tile registers and the first matmul dies
+        # with SIGILL (measured on this project's 2-vCPU Firecracker VM). Opt in with
+        # STEERING_LLAMACPP_REPACK=1.
+        model_params.use_extra_bufts = os.environ.get(REPACK_ENV) == "1"
+        self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
+        if not self.model:
+            raise UserError(f"llama.cpp could not load the base model {path}")
+        context = min(context, llama_cpp.llama_model_n_ctx_train(self.model))
+        context_params = llama_cpp.llama_context_default_params()
+        context_params.n_ctx = context
+        context_params.n_batch = context  # a whole prompt in one decode call
+        context_params.n_threads = threads
+        context_params.n_threads_batch = threads
+        self.ctx = llama_cpp.llama_init_from_model(self.model, context_params)
+        if not self.ctx:
+            llama_cpp.llama_model_free(self.model)
+            raise UserError(f"llama.cpp could not create a context of {context} tokens for {path}")
+        # adapters belong to the model and are freed with it
+        weakref.finalize(self, _free_llama, self.ctx, self.model)
+        self.path = path
+        self.threads = threads
+        self.context = llama_cpp.llama_n_ctx(self.ctx)
+        self.lock = threading.Lock()
+        # the tokenizer the torch backend uses, so both backends see identical prompt tokens
+        self.tokenizer = _tokenizer(path)
+        vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.stops = {self.tokenizer.eos_token_id, llama_cpp.llama_vocab_eos(vocab)} - {None, -1}
+        self._adapters: dict[Path, object] = {}
+
+    def load_adapter(self, path: Path):
+        """A llama.cpp adapter handle, loaded onto the model once."""
+        import llama_cpp
+
+        if path not in self._adapters:
+            handle = llama_cpp.llama_adapter_lora_init(self.model, str(path).encode())
+            if not handle:
+                raise UserError(f"llama.cpp could not load the LoRA adapter {path}")
+            self._adapters[path] = handle
+        return self._adapters[path]
+
+    def set_adapters(self, adapters: list[tuple[object, float]]) -> None:
+        """Make exactly these (adapter, scale) pairs active on the context; caller holds `lock`."""
+        import llama_cpp
+
+        used = [(a, s) for a, s in adapters if s != 0.0]
+        handles = (llama_cpp.llama_adapter_lora_p_ctypes * len(used))(*(a for a, _ in used))
+        scales = (ctypes.c_float * len(used))(*(s for _, s in used))
+        if llama_cpp.llama_set_adapters_lora(self.ctx, handles, len(used), scales) != 0:
+            raise RuntimeError("llama.cpp refused the adapter scales")
+
+    def prompt_ids(self, prompt: str, max_new_tokens: int) -> list[int]:
+        if not prompt or not prompt.strip():
+            raise UserError("the prompt is empty")
+        ids = self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        if len(ids) + max_new_tokens > self.context:
+            raise UserError(
+                f"the prompt is {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
+                f"llama.cpp context of {self.context} tokens"
+            )
+        return ids
+
+    def decode(self, ids: list[int]) -> None:
+        """Append tokens to the sequence; logits of the last one are then ready to sample."""
+        import llama_cpp
+
+        tokens = (llama_cpp.llama_token * len(ids))(*ids)
+        if llama_cpp.llama_decode(self.ctx, llama_cpp.llama_batch_get_one(tokens, len(ids))) != 0:
+            raise RuntimeError("llama_decode failed")
+
+    def clear(self) -> None:
+        """Forget the sequence: cached keys and values were computed under other scales."""
+        import llama_cpp
+
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
+
+    def tokens(
+        self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float, seed: int
+    ) -> Iterator[int]:
+        """Sampled token ids, ending with a stop token or after max_new_tokens; caller holds `lock`.
+
+        Sampling mirrors `steering.generate._sample`: greedy at temperature 0, else temperature
+        before nucleus (llama-cpp-python's own chain applies top_p before temperature).
+        """
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
+            if top_p < 1.0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed % 2**32))
+        try:
+            self.clear()
+            self.decode(ids)
+            for step in range(max_new_tokens):
+                token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
+                yield token
+                if token in self.stops or step == max_new_tokens - 1:
+                    return
+                self.decode([token])
+        finally:
+            llama_cpp.llama_sampler_free(chain)
+
+    def text(self, tokens: list[int]) -> str:
+        kept = [t for t in tokens if t not in self.stops]
+        return self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+def _free_llama(ctx, model) -> None:
+    import llama_cpp
+
+    llama_cpp.llama_free(ctx)
+    llama_cpp.llama_model_free(model)
+
+
+def _quiet_llama_logs() -> None:
+    """llama-cpp-python prints every llama.cpp log line unless its logger has a level."""
+    llama_logger = logging.getLogger("llama-cpp-python")
+    if llama_logger.level == logging.NOTSET:
+        llama_logger.setLevel(logging.ERROR)
+
+
+@cache
+def _runtime(path: Path, threads: int, context: int) -> LlamaCppRuntime:
+    return LlamaCppRuntime(path, threads, context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steerer
+
+
+def _check_decoding(max_new_tokens: int, temperature: float, top_p: float) -> None:
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise UserError(f"temperature must not be negative, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+
+
+@dataclass(frozen=True)
+class LlamaCppSteerer:
+    """One method on llama.cpp, with the interface of `steering.methods.Steerer`."""
+
+    method: str
+    runtime: LlamaCppRuntime
+    objectives: tuple[str, ...]
+    adapters: tuple[object, ...]  # llama.cpp handles, one per adapter of the bank
+    metadata: AdapterMetadata | None
+    adapter_dir: Path | None
+    backend: ClassVar[str] = "llamacpp"
+
+    @property
+    def calibration(self):
+        """Normalisation statistics saved with the adapter (the shipped clp one for `base`)."""
+        from steering.methods import default_adapter_dir
+        from steering.objectives import load_calibration
+
+        return load_calibration(self.adapter_dir or default_adapter_dir("clp"))
+
+    def normalised_weights(self, weights, rows: int):
+        w = check_weights(weights, len(self.objectives))
+        if w.shape[0] == 1 and rows > 1:
+            w = w.expand(rows, -1)
+        if w.shape[0] != rows:
+            raise UserError(f"{rows} prompts but {w.shape[0]} weightings")
+        return w
+
+    def _request(self, prompt: str, w: tuple[float, ...]) -> tuple[str, list[tuple[object, float]]]:
+        """The text the model sees and the (adapter, scale) pairs for one normalised weighting."""
+        from steering.methods import weights_prompt
+
+        if self.method == "base":
+            return prompt, []
+        if self.method == "prompt":
+            # the weighting goes into the prompt; the one conditional adapter runs at full scale
+            return weights_prompt(prompt, w, self.objectives), [(a, 1.0) for a in self.adapters]
+        return prompt, list(zip(self.adapters, w, strict=True))
+
+    def _run(self, prompt: str, w: tuple[float, ...], decoding: dict) -> Iterator[int]:
+        text, adapters = self._request(prompt, w)
+        ids = self.runtime.prompt_ids(text, decoding["max_new_tokens"])
+        with self.runtime.lock:
+            self.runtime.set_adapters(adapters)
+            yield from self.runtime.tokens(ids, **decoding)
+
+    def generate(
+        self,
+        prompts: list[str],
+        weights,
+        max_new_tokens: int = 64,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int = 0,
+    ) -> list[Generation]:
+        """One response per prompt; `weights` is one weighting for all or one per prompt.
+
+        Rows run one after another; row i samples with seed + i, so repeated prompts differ.
+        """
+        _check_decoding(max_new_tokens, temperature, top_p)
+        if not prompts:
+            raise UserError("no prompts were given")
+        w = self.normalised_weights(weights, len(prompts))
+        results = []
+        for i, (prompt, row) in enumerate(zip(prompts, w.tolist(), strict=True)):
+            start = time.perf_counter()
+            decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed + i)
+            tokens = list(self._run(prompt, tuple(row), decoding))
+            results.append(
+                Generation(prompt, self.runtime.text(tokens), tuple(row), len(tokens), time.perf_counter() - start)
+            )
+        return results
+
+    def stream(
+        self,
+        prompt: str,
+        weights,
+        max_new_tokens: int = 64,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        seed: int = 0,
+    ) -> Iterator[str]:
+        """The response text so far, after every token. Holds the context's lock while it runs."""
+        _check_decoding(max_new_tokens, temperature, top_p)
+        row = tuple(self.normalised_weights(weights, 1)[0].tolist())
+        decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        tokens: list[int] = []
+        for token in self._run(prompt, row, decoding):
+            if token in self.runtime.stops:
+                break
+            tokens.append(token)
+            yield self.runtime.text(tokens)
+
+
+@cache
+def _load(method: str, adapter_dir: Path | None, base_path: Path, threads: int, context: int) -> LlamaCppSteerer:
+    from steering.methods import ADAPTER_OF_METHOD, default_adapter_dir, shipped_objectives
+
+    if method == "base":
+        runtime = _runtime(base_path, threads, context)
+        return LlamaCppSteerer(method, runtime, shipped_objectives(), (), None, None)
+    directory = adapter_dir or default_adapter_dir(method).resolve()
+    if not directory.exists():
+        raise UserError(
+            f"adapter directory {directory} does not exist; train it with "
+            f"`python -m steering train --method {ADAPTER_OF_METHOD[method]}`"
+        )
+    paths = export_gguf_adapters(directory, base_path)
+    metadata = read_metadata(directory)
+    runtime = _runtime(base_path, threads, context)
+    try:
+        adapters = tuple(runtime.load_adapter(p) for p in paths)
+    except UserError:
+        # a damaged cached export: write it again once
+        paths = export_gguf_adapters(directory, base_path, force=True)
+        adapters = tuple(runtime.load_adapter(p) for p in paths)
+    objectives = tuple(metadata.training.get("objectives", metadata.spec.objectives))
+    if method != "prompt" and len(objectives) != len(adapters):
+        raise UserError(f"adapter in {directory} has {len(adapters)} adapters for {len(objectives)} objectives")
+    return LlamaCppSteerer(method, runtime, objectives, adapters, metadata, directory)
+
+
+def load_llamacpp_steerer(
+    method: str,
+    adapter_dir: str | Path | None = None,
+    base_path: str | None = None,
+    threads: int | None = None,
+) -> LlamaCppSteerer:
+    """The method on llama.cpp, loaded once per process; every method shares one runtime."""
+    from steering.methods import check_method
+
+    check_method(method)
+    if method == "logits":
+        raise UserError("logit mixing runs on the torch backend only")
+    if method == "base" and adapter_dir:
+        raise UserError("the base method takes no adapter")
+    if not llamacpp_available():
+        raise UserError('llama-cpp-python is not installed (pip install "llama-cpp-python>=0.3.16,<0.4")')
+    path = resolve_base_model_path(base_path).resolve()
+    if not path.is_file():
+        raise UserError(f"the llama.cpp backend needs a .gguf base model, and {path} is a directory")
+    context = int(os.environ.get(CONTEXT_ENV, DEFAULT_CONTEXT))
+    directory = Path(adapter_dir).resolve() if adapter_dir else None
+    return _load(method, directory, path, threads or default_threads(), context)
