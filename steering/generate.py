@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from transformers import DynamicCache
 
 from steering.errors import UserError
-from steering.mixing import adapters_off, conditioned
+from steering.mixing import conditioned
 from steering.policy import chat_prompt
 
 
@@ -137,12 +137,7 @@ def decode(
     cache = DynamicCache()
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B*rows, P): left padding skipped
     step_input, step_positions = ids, positions
-    scope = (
-        conditioned(model, conditioning.bank, weights_run)
-        if conditioning.bank is not None
-        else adapters_off(model)
-    )
-    with scope:
+    with conditioned(model, conditioning.bank, weights_run):
         for _ in range(max_new_tokens):
             out = model(
                 input_ids=step_input,

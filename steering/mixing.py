@@ -237,8 +237,9 @@ def set_weights(model: nn.Module, name: str | None, weights: torch.Tensor | None
 
 
 @contextmanager
-def conditioned(model: nn.Module, name: str, weights: torch.Tensor):
-    """Run the model with bank `name` active at per-row `weights` (B, K)."""
+def conditioned(model: nn.Module, name: str | None, weights: torch.Tensor | None):
+    """Run the model with bank `name` active at per-row `weights` (B, K); the previous state
+    comes back on exit. `name=None` switches every adapter off."""
     previous = [(layer, layer.active, layer.weights) for layer in mixed_layers(model)]
     set_weights(model, name, weights)
     try:
@@ -248,16 +249,9 @@ def conditioned(model: nn.Module, name: str, weights: torch.Tensor):
             layer.active, layer.weights = active, w
 
 
-@contextmanager
 def adapters_off(model: nn.Module):
     """Inside, every conditioned layer returns exactly the base layer's output."""
-    previous = [(layer, layer.active, layer.weights) for layer in mixed_layers(model)]
-    set_weights(model, None, None)
-    try:
-        yield model
-    finally:
-        for layer, active, w in previous:
-            layer.active, layer.weights = active, w
+    return conditioned(model, None, None)
 
 
 def merged_copy(model: nn.Module, name: str, weights) -> nn.Module:

@@ -69,7 +69,10 @@ def relevance(prompts: list[str], responses: list[str]) -> np.ndarray:
     scores = np.zeros(len(responses), dtype=float)
     keep = [i for i, r in enumerate(responses) if r.strip()]
     if keep:
-        p = embed([prompts[i] for i in keep])  # (n, 384)
+        # a batch repeats each prompt once per sampled response: embed every prompt once
+        unique = sorted({prompts[i] for i in keep})
+        rows = {text: row for row, text in enumerate(unique)}
+        p = embed(unique)[[rows[prompts[i]] for i in keep]]  # (n, 384)
         r = embed([responses[i] for i in keep])  # (n, 384)
         scores[keep] = np.clip(np.sum(p * r, axis=1), -1.0, 1.0)
     return scores

@@ -133,3 +133,26 @@ def test_bad_config_is_refused():
         TrainConfig(method="logits")
     with pytest.raises(UserError, match="leave-one-out"):
         TrainConfig(algo="rloo", samples=1)
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes(tmp_path, prompts_file, make_tiny, tokenizer):
+    """`accelerate launch` runs the unchanged trainer on two CPU processes."""
+    base_dir = tmp_path / "tiny-base"
+    make_tiny().save_pretrained(base_dir)
+    tokenizer.save_pretrained(base_dir)
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", "-m", "steering", "train",
+        "--method", "clp", "--algo", "rloo", "--steps", "2", "--objectives", OBJECTIVES,
+        "--prompts", str(prompts_file), "--out", str(out), "--pool", str(tmp_path / "pool.jsonl"),
+        "--pool-samples", "2", "--max-new-tokens", "6", "--prompts-per-step", "2", "--samples", "2",
+        "--rank", "2", "--base-model", str(base_dir), "--dtype", "float32",
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [1, 2]  # one line per step, from the main process only
+    assert read_metadata(out).training["steps_done"] == 2

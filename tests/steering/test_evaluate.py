@@ -1,0 +1,54 @@
+import json
+
+import pytest
+from app_fixtures import tiny_env  # noqa: F401  (fixture)
+
+from steering.errors import UserError
+from steering.evaluate import EvaluateConfig, evaluate
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text('{"prompt": "Describe a quiet morning."}\n{"prompt": "Review a bicycle."}\n')
+    return path
+
+
+def test_sweep_writes_the_documented_schema(tiny_env, prompts_file, tmp_path):
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(str(prompts_file), ("clp", "logits", "base"), grid=0.5, out=str(out), max_new_tokens=4)
+    summary = evaluate(config)
+    results = json.loads(out.read_text())
+    assert results["objectives"] == ["positivity", "conciseness"]
+    assert results["reference_point"] == [-2.0, -2.0]
+    assert set(results["methods"]) == {"clp", "logits", "base"}
+    for method in results["methods"].values():
+        # two objectives at step 0.5: (0, 1), (0.5, 0.5), (1, 0)
+        assert [p["weights"] for p in method["points"]] == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+        assert method["hypervolume"] >= 0.0
+        assert set(method["steerability"]) == {"positivity", "conciseness"}
+        assert all(-1.0 <= r <= 1.0 for r in method["steerability"].values())
+    assert set(results["dominance"]["clp"]) == {"logits", "base"}
+    assert out.with_suffix(".html").is_file() and out.with_suffix(".png").is_file()
+    assert "| clp |" in summary
+    # a second run reuses the cached generations and gives the same numbers
+    evaluate(config)
+    assert json.loads(out.read_text()) == results
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "message"),
+    [
+        ('{"prompt": "hi"}\n', {"methods": ("clp", "magic")}, "method 'magic' is unknown"),
+        ("", {}, "holds no prompts"),
+        ('{"prompt": "hi"}\nnot json\n', {}, "line 2 is not valid JSON"),
+        ('{"prompt": "hi"}\n{"text": "hi"}\n', {}, 'line 2 has no non-empty "prompt"'),
+        ('{"prompt": "hi"}\n', {"grid": 0.3}, "grid step 0.3 does not divide 1"),
+    ],
+)
+def test_bad_input_is_one_sentence(tiny_env, tmp_path, content, overrides, message):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(content)
+    config = EvaluateConfig(str(path), **{"methods": ("base",), "out": str(tmp_path / "r.json"), **overrides})
+    with pytest.raises(UserError, match=message):
+        evaluate(config)

