@@ -656,3 +656,98 @@ def load_llamacpp_steerer(
     context = int(os.environ.get(CONTEXT_ENV, DEFAULT_CONTEXT))
     directory = Path(adapter_dir).resolve() if adapter_dir else None
     return _load(method, directory, path, threads or default_threads(), context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Benchmark (a script, never a timed test)
+
+
+def _synthetic_adapter(directory: Path, objectives: tuple[str, ...]) -> Path:
+    """An attn adapter of the shipped shape with random B: it costs what a trained one costs."""
+    import torch
+
+    from steering.mixing import AdapterSpec, attach, mixed_layers, save_bank
+    from steering.policy import load_base
+
+    base = load_base(dtype="bfloat16")
+    spec = AdapterSpec(objectives)
+    name = f"bench@{directory}"
+    attach(base.model, name, spec)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in mixed_layers(base.model):
+            if name in layer.banks:
+                bank = layer.banks[name]
+                bank.B.copy_(torch.randn(bank.B.shape, generator=generator) * 0.02)
+    return save_bank(base.model, name, directory, AdapterMetadata(spec, base.identity))
+
+
+def _stream_rate(steerer, prompts: list[str], weights, max_new_tokens: int) -> tuple[float, float]:
+    """(tokens per second over all prompts, median seconds to the first token), one stream."""
+    tokens, elapsed, first = 0, 0.0, []
+    for seed, prompt in enumerate(prompts):
+        start = time.perf_counter()
+        count = 0
+        for _ in steerer.stream(prompt, weights, max_new_tokens=max_new_tokens, temperature=0.7, seed=seed):
+            if count == 0:
+                first.append(time.perf_counter() - start)
+            count += 1
+        elapsed += time.perf_counter() - start
+        tokens += count
+    return tokens / elapsed, float(np.median(first))
+
+
+def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) -> dict:
+    """Single-stream tokens/s and time to first token of llama.cpp without adapters, llama.cpp
+    steered at the middle of the simplex, and torch bfloat16 steered at the same w, in one run.
+
+    Uses the shipped clp adapter when there is one, else a random one of the same shape. The
+    three are measured in turn within each round and the median round is reported, so load
+    from other processes hits all three alike.
+    """
+    import torch
+
+    from steering.methods import default_adapter_dir, load_steerer, shipped_objectives
+    from steering.prompts import EVAL_PROMPTS, read_prompts
+
+    if not llamacpp_available():
+        raise UserError('llama-cpp-python is not installed (pip install "llama-cpp-python>=0.3.16,<0.4")')
+    texts = read_prompts(EVAL_PROMPTS, limit=prompts)
+    shipped = default_adapter_dir("clp")
+    with tempfile.TemporaryDirectory() as scratch:
+        if (shipped / METADATA_FILE).is_file():
+            adapter_dir, adapter = shipped, "shipped clp"
+        else:
+            adapter_dir, adapter = _synthetic_adapter(Path(scratch), shipped_objectives()), "random (no shipped clp yet)"
+        runs = {
+            "llamacpp_base": load_llamacpp_steerer("base"),
+            "llamacpp_steered": load_llamacpp_steerer("clp", adapter_dir),
+            "torch_steered": load_steerer("clp", adapter_dir, dtype="bfloat16"),
+        }
+        k = len(runs["llamacpp_steered"].objectives)
+        weights = [1.0 / k] * k
+        for steerer in runs.values():  # warm-up: first-call allocations and graph building
+            list(steerer.stream(texts[0], weights, max_new_tokens=4))
+        measured = {name: [] for name in runs}
+        for _ in range(rounds):
+            for name, steerer in runs.items():
+                measured[name].append(_stream_rate(steerer, texts, weights, max_new_tokens))
+    result = {}
+    for name, values in measured.items():
+        rates = sorted(values)
+        result[f"{name}_tok_s"] = round(rates[len(rates) // 2][0], 1)
+        result[f"{name}_ttft_s"] = round(float(np.median([v[1] for v in values])), 3)
+    result["steered_vs_base"] = round(result["llamacpp_steered_tok_s"] / result["llamacpp_base_tok_s"], 3)
+    result["steered_vs_torch"] = round(result["llamacpp_steered_tok_s"] / result["torch_steered_tok_s"], 2)
+    result.update(
+        {
+            "weights": [round(x, 4) for x in weights],
+            "adapter": adapter,
+            "llamacpp_threads": runs["llamacpp_steered"].runtime.threads,
+            "torch_threads": torch.get_num_threads(),
+            "max_new_tokens": max_new_tokens,
+            "prompts": len(texts),
+            "rounds": rounds,
+        }
+    )
+    return result

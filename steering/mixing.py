@@ -99,12 +99,14 @@ class LoraBank(nn.Module):
         self.B = nn.Parameter(torch.zeros(out_features, hidden))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
 
-    def delta(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """sum_k w_k (alpha/r) B_k A_k x for x (B, T, in) and weights (B, K)."""
+    def unit_scale(self, weights: torch.Tensor) -> torch.Tensor:
+        """(B, K) weights -> (B, K*r): hidden unit j of adapter k is scaled by w_k alpha / r."""
+        return (weights.to(self.A.dtype) * self.scaling).repeat_interleave(self.rank, dim=1)
+
+    def delta(self, x: torch.Tensor, unit_scale: torch.Tensor) -> torch.Tensor:
+        """sum_k w_k (alpha/r) B_k A_k x for x (B, T, in), given `unit_scale(w)` (B, K*r)."""
         h = F.linear(x.to(self.A.dtype), self.A)  # (B, T, K*r)
-        per_unit = (weights.to(self.A.dtype) * self.scaling).repeat_interleave(self.rank, dim=1)
-        h = h * per_unit[:, None, :]  # (B, T, K*r): unit j of adapter k scaled by w_k alpha/r
-        return F.linear(h, self.B)  # (B, T, out)
+        return F.linear(h * unit_scale[:, None, :], self.B)  # (B, T, out)
 
     def merged_delta(self, weights: torch.Tensor) -> torch.Tensor:
         """The (out, in) matrix sum_k w_k (alpha/r) B_k A_k for one weighting (K,)."""
@@ -121,6 +123,8 @@ class MixedLoraLinear(nn.Module):
         self.banks = nn.ModuleDict()
         self.active: str | None = None
         self.weights: torch.Tensor | None = None  # (B, K) for the active bank
+        # (B, K*r), computed once per weighting rather than in every forward of every token
+        self.unit_scale: torch.Tensor | None = None
 
     @property
     def in_features(self) -> int:
@@ -138,7 +142,7 @@ class MixedLoraLinear(nn.Module):
         out = self.base(x)
         if self.active is None or self.weights is None:
             return out
-        return out + self.banks[self.active].delta(x, self.weights).to(out.dtype)
+        return out + self.banks[self.active].delta(x, self.unit_scale).to(out.dtype)
 
 
 def conditioned_layer_names(model: nn.Module, variant: str) -> list[str]:
@@ -229,24 +233,29 @@ def set_weights(model: nn.Module, name: str | None, weights: torch.Tensor | None
         spec = bank_spec(model, name)
         if weights is None or weights.dim() != 2 or weights.shape[1] != spec.num_adapters:
             raise ValueError(f"bank {name!r} needs a (B, {spec.num_adapters}) weight matrix")
+    scales: dict[tuple, torch.Tensor] = {}  # banks of one spec share the same unit scaling
     for layer in mixed_layers(model):
         if name is not None and name in layer.banks:
-            layer.active, layer.weights = name, weights
+            bank = layer.banks[name]
+            key = (bank.rank, bank.scaling, bank.A.dtype)
+            if key not in scales:
+                scales[key] = bank.unit_scale(weights)
+            layer.active, layer.weights, layer.unit_scale = name, weights, scales[key]
         else:
-            layer.active, layer.weights = None, None
+            layer.active, layer.weights, layer.unit_scale = None, None, None
 
 
 @contextmanager
 def conditioned(model: nn.Module, name: str | None, weights: torch.Tensor | None):
     """Run the model with bank `name` active at per-row `weights` (B, K); the previous state
     comes back on exit. `name=None` switches every adapter off."""
-    previous = [(layer, layer.active, layer.weights) for layer in mixed_layers(model)]
+    previous = [(layer, layer.active, layer.weights, layer.unit_scale) for layer in mixed_layers(model)]
     set_weights(model, name, weights)
     try:
         yield model
     finally:
-        for layer, active, w in previous:
-            layer.active, layer.weights = active, w
+        for layer, active, w, scale in previous:
+            layer.active, layer.weights, layer.unit_scale = active, w, scale
 
 
 def adapters_off(model: nn.Module):
