@@ -44,15 +44,27 @@ def cmd_generate(args) -> None:
     if args.adapter:
         metadata = read_metadata(args.adapter)
         if weights is not None:
-            check_weights(weights, len(metadata.training.get("objectives", metadata.spec.objectives)))
+            check_weights(
+                weights, len(metadata.training.get("objectives", metadata.spec.objectives))
+            )
     steerer = load_steerer(args.method, args.adapter, args.base_model, args.dtype)
     weights = weights or [1.0] * len(steerer.objectives)
-    decoding = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed)
+    decoding = dict(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     result = steerer.generate([args.prompt], weights, **decoding)[0]
     if not args.json:
         print(result.text)
         return
-    out = {"text": result.text, "weights": list(result.weights), "tokens": result.tokens, "seconds": round(result.seconds, 3)}
+    out = {
+        "text": result.text,
+        "weights": list(result.weights),
+        "tokens": result.tokens,
+        "seconds": round(result.seconds, 3),
+    }
     out.update({"method": args.method, "objectives": list(steerer.objectives)})
     print(json.dumps(out))
 
@@ -85,7 +97,9 @@ def cmd_evaluate(args) -> None:
         limit=args.limit,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
-        reference_point=tuple(parse_weights(args.reference_point)) if args.reference_point else None,
+        reference_point=tuple(parse_weights(args.reference_point))
+        if args.reference_point
+        else None,
     )
     summary = evaluate(config)
     print(summary)
@@ -94,7 +108,11 @@ def cmd_evaluate(args) -> None:
 def cmd_study(args) -> None:
     from steering.study import objective_study
 
-    print(objective_study(args.pool, args.out, args.objectives.split(",") if args.objectives else None))
+    print(
+        objective_study(
+            args.pool, args.out, args.objectives.split(",") if args.objectives else None
+        )
+    )
 
 
 def human_records(stored) -> list:
@@ -108,7 +126,9 @@ def human_records(stored) -> list:
 
     records = []
     for row in stored:
-        margins = {o: m for o, m in zip(row.objectives, row.likert_margin, strict=True) if m is not None}
+        margins = {
+            o: m for o, m in zip(row.objectives, row.likert_margin, strict=True) if m is not None
+        }
         records.append(
             PreferenceRecord(
                 prompt=row.prompt,
@@ -127,7 +147,9 @@ def cmd_train_reward(args) -> None:
     from storage.engine import make_engine
     from storage.repository import preference_records
 
-    report = train_human_reward(human_records(preference_records(make_engine(args.db))), args.out, seed=args.seed)
+    report = train_human_reward(
+        human_records(preference_records(make_engine(args.db))), args.out, seed=args.seed
+    )
     print(json.dumps(report.to_json(), indent=2))
 
 
@@ -149,8 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--weights", help="comma-separated, one per objective; normalised to sum 1")
     gen.add_argument("--method", default="clp", help=f"one of {', '.join(METHODS)}")
-    gen.add_argument("--adapter", help="adapter directory (default: the shipped one for the method)")
-    gen.add_argument("--base-model", help="local model directory or .gguf (default: shipped SmolLM2)")
+    gen.add_argument(
+        "--adapter", help="adapter directory (default: the shipped one for the method)"
+    )
+    gen.add_argument(
+        "--base-model", help="local model directory or .gguf (default: shipped SmolLM2)"
+    )
     gen.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     gen.add_argument("--max-new-tokens", type=int, default=96)
     gen.add_argument("--temperature", type=float, default=0.7)
@@ -167,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(tr, TrainConfig)
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", help="sweep methods over a weight grid; hypervolume and steerability")
+    ev = sub.add_parser(
+        "evaluate", help="sweep methods over a weight grid; hypervolume and steerability"
+    )
     ev.add_argument("--prompts", required=True)
     ev.add_argument("--methods", default=",".join(METHODS))
     ev.add_argument("--grid", type=float, default=0.25, help="simplex grid step; must divide 1")
@@ -176,16 +204,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=0, help="use only the first N prompts")
     ev.add_argument("--max-new-tokens", type=int, default=80)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--reference-point", help="comma-separated; default: fixed in steering.evaluate")
+    ev.add_argument(
+        "--reference-point", help="comma-separated; default: fixed in steering.evaluate"
+    )
     ev.set_defaults(func=cmd_evaluate)
 
-    st = sub.add_parser("study", help="objective correlations over a base-model pool (docs/objectives.md)")
+    st = sub.add_parser(
+        "study", help="objective correlations over a base-model pool (docs/objectives.md)"
+    )
     st.add_argument("--pool", default="runs/pool/base.jsonl")
-    st.add_argument("--objectives", help="comma-separated (default: every objective that needs no configuration)")
+    st.add_argument(
+        "--objectives",
+        help="comma-separated (default: every objective that needs no configuration)",
+    )
     st.add_argument("--out", default="docs/objectives.md")
     st.set_defaults(func=cmd_study)
 
-    rw = sub.add_parser("train-reward", help="train the `human` reward from stored pairwise ratings")
+    rw = sub.add_parser(
+        "train-reward", help="train the `human` reward from stored pairwise ratings"
+    )
     rw.add_argument("--db", required=True, help="database URL, e.g. sqlite:///data/steering.db")
     rw.add_argument("--out", default="runs/human-reward")
     rw.add_argument("--seed", type=int, default=0)

@@ -1,9 +1,9 @@
 """Benchmarks, measured side by side in one run on this machine (never asserted in tests).
 
-    python -m steering bench generate [--json]     # base vs mixed vs merged; batched vs sequential sweep
-    python -m steering bench objectives [--json]   # scoring cost vs generating the same 256 responses
-    python -m steering bench backends [--json]     # llama.cpp vs torch (steering/llamacpp.py)
-    python -m steering bench app [--json]          # through gradio_client (benchmarks/app.py)
+python -m steering bench generate [--json]     # base vs mixed vs merged; batched vs sequential sweep
+python -m steering bench objectives [--json]   # scoring cost vs generating the same 256 responses
+python -m steering bench backends [--json]     # llama.cpp vs torch (steering/llamacpp.py)
+python -m steering bench app [--json]          # through gradio_client (benchmarks/app.py)
 """
 
 from __future__ import annotations
@@ -31,7 +31,15 @@ def _tokens_per_second(model, tokenizer, conditioning, repeats=3, max_new_tokens
     rates = []
     for seed in range(repeats):
         start = time.perf_counter()
-        out = generate(model, tokenizer, [PROMPT], conditioning, max_new_tokens=max_new_tokens, temperature=0.7, seed=seed)
+        out = generate(
+            model,
+            tokenizer,
+            [PROMPT],
+            conditioning,
+            max_new_tokens=max_new_tokens,
+            temperature=0.7,
+            seed=seed,
+        )
         rates.append(out[0].tokens / (time.perf_counter() - start))
     return statistics.median(rates)
 
@@ -53,13 +61,19 @@ def bench_generate() -> dict:
     merged = merged_copy(model, "bench", w[0])
     merged_rate = _tokens_per_second(merged, tok, Conditioning(None, None))
     del merged
-    sweep = torch.tensor([[t, (1 - t) / 2, (1 - t) / 2] for t in np.linspace(0, 1, 11)], dtype=torch.float32)
+    sweep = torch.tensor(
+        [[t, (1 - t) / 2, (1 - t) / 2] for t in np.linspace(0, 1, 11)], dtype=torch.float32
+    )
     start = time.perf_counter()
-    generate(model, tok, [PROMPT] * 11, Conditioning("bench", sweep), max_new_tokens=32, temperature=0)
+    generate(
+        model, tok, [PROMPT] * 11, Conditioning("bench", sweep), max_new_tokens=32, temperature=0
+    )
     batched = time.perf_counter() - start
     start = time.perf_counter()
     for row in sweep:
-        generate(model, tok, [PROMPT], Conditioning("bench", row[None]), max_new_tokens=32, temperature=0)
+        generate(
+            model, tok, [PROMPT], Conditioning("bench", row[None]), max_new_tokens=32, temperature=0
+        )
     sequential = time.perf_counter() - start
     return {
         "base_tok_s": round(base_rate, 2),
@@ -81,7 +95,13 @@ def bench_objectives(pairs: int = 256) -> dict:
     start = time.perf_counter()
     responses = []
     for i in range(0, len(prompts), 16):
-        out = generate(base.model, base.tokenizer, prompts[i : i + 16], Conditioning(None, None), max_new_tokens=64)
+        out = generate(
+            base.model,
+            base.tokenizer,
+            prompts[i : i + 16],
+            Conditioning(None, None),
+            max_new_tokens=64,
+        )
         responses += [g.text for g in out]
     generation_s = time.perf_counter() - start
     score(STUDY_OBJECTIVES, prompts[:4], responses[:4])  # load every scorer's model before timing
@@ -103,7 +123,9 @@ def bench_objectives(pairs: int = 256) -> dict:
 
 def bench_app() -> dict:
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "app.py"
-    out = subprocess.run([sys.executable, str(script), "--json"], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(script), "--json"], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -113,7 +135,12 @@ def bench_backends() -> dict:
     return run()
 
 
-BENCHES = {"generate": bench_generate, "objectives": bench_objectives, "app": bench_app, "backends": bench_backends}
+BENCHES = {
+    "generate": bench_generate,
+    "objectives": bench_objectives,
+    "app": bench_app,
+    "backends": bench_backends,
+}
 
 
 def run(what: str, args=None) -> dict:

@@ -71,7 +71,9 @@ def _read_cache(path: Path) -> dict[tuple, dict]:
     return {(r["method"], r["point"], r["prompt"], r["sample"]): r for r in rows}
 
 
-def sweep_method(method, steerer, prompts, grid, config: EvaluateConfig, cache_path: Path) -> list[dict]:
+def sweep_method(
+    method, steerer, prompts, grid, config: EvaluateConfig, cache_path: Path
+) -> list[dict]:
     """Generate and score every (grid point, prompt, sample); cached rows are reused."""
     cache = _read_cache(cache_path)
     jobs = [
@@ -83,7 +85,9 @@ def sweep_method(method, steerer, prompts, grid, config: EvaluateConfig, cache_p
     ]
     rows_per_batch = config.rows_per_batch // (len(steerer.objectives) if method == "logits" else 1)
     with cache_path.open("a") as handle:
-        for start in tqdm(range(0, len(jobs), rows_per_batch), desc=f"evaluate {method}", unit="batch"):
+        for start in tqdm(
+            range(0, len(jobs), rows_per_batch), desc=f"evaluate {method}", unit="batch"
+        ):
             batch = jobs[start : start + rows_per_batch]
             batch_prompts = [prompts[p] for _, p, _ in batch]
             weights = np.stack([grid[point] for point, _, _ in batch])
@@ -152,10 +156,14 @@ def evaluate(config: EvaluateConfig) -> str:
     objectives = next(iter(steerers.values())).objectives
     for method, steerer in steerers.items():
         if steerer.objectives != objectives:
-            raise UserError(f"method {method} steers {', '.join(steerer.objectives)}, not {', '.join(objectives)}")
+            raise UserError(
+                f"method {method} steers {', '.join(steerer.objectives)}, not {', '.join(objectives)}"
+            )
     calibration = load_steerer("base").calibration
     grid = _grid(len(objectives), config.grid)
-    reference = np.array(config.reference_point or [DEFAULT_REFERENCE] * len(objectives), dtype=float)
+    reference = np.array(
+        config.reference_point or [DEFAULT_REFERENCE] * len(objectives), dtype=float
+    )
     if reference.shape != (len(objectives),):
         raise UserError(f"the reference point needs {len(objectives)} values, one per objective")
     out = Path(config.out)
@@ -172,13 +180,19 @@ def evaluate(config: EvaluateConfig) -> str:
     }
     for method, steerer in steerers.items():
         rows = sweep_method(method, steerer, prompts, grid, config, cache_path)
-        results["methods"][method] = summarise_method(rows, grid, objectives, calibration, reference)
+        results["methods"][method] = summarise_method(
+            rows, grid, objectives, calibration, reference
+        )
     matrices = {
         m: np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
         for m, r in results["methods"].items()
     }
     results["dominance"] = {
-        a: {b: dominated_share(matrices[a], matrices[b][non_dominated(matrices[b])]) for b in matrices if b != a}
+        a: {
+            b: dominated_share(matrices[a], matrices[b][non_dominated(matrices[b])])
+            for b in matrices
+            if b != a
+        }
         for a in matrices
     }
     out.write_text(json.dumps(results, indent=2) + "\n")
@@ -210,11 +224,20 @@ def write_plots(results: dict, out: Path) -> None:
     fig = go.Figure()
     for method, r in results["methods"].items():
         pts = np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
-        hover = [", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True)) for p in r["points"]]
+        hover = [
+            ", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True))
+            for p in r["points"]
+        ]
         if k >= 3:
-            fig.add_trace(go.Scatter3d(x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers", name=method, text=hover))
+            fig.add_trace(
+                go.Scatter3d(
+                    x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers", name=method, text=hover
+                )
+            )
         else:
-            fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=method, text=hover))
+            fig.add_trace(
+                go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", name=method, text=hover)
+            )
     titles = dict(xaxis_title=objectives[0], yaxis_title=objectives[1])
     if k >= 3:
         fig.update_layout(scene=dict(**titles, zaxis_title=objectives[2]))

@@ -207,7 +207,11 @@ def generate(
     results = []
     for row, prompt in enumerate(prompts):
         text = _response_text(tokenizer, batch.response_ids[row], batch.response_mask[row], stops)
-        weights = tuple(float(x) for x in conditioning.weights[row]) if conditioning.weights is not None else ()
+        weights = (
+            tuple(float(x) for x in conditioning.weights[row])
+            if conditioning.weights is not None
+            else ()
+        )
         results.append(
             Generation(
                 prompt=prompt,
@@ -254,14 +258,18 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mas
     steps = response_ids.shape[1]
     # the output head runs only where a response token is predicted: most of a step's time is
     # the 49k-word head, and the prompt positions would waste it
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=steps + 1).logits
+    logits = model(
+        input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=steps + 1
+    ).logits
     logits = logits[:, :-1, :].float()  # (B, T, V): position P-1+t predicts response token t
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, response_ids[..., None]).squeeze(-1)
     return logprobs * response_mask
 
 
 @torch.no_grad()
-def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]) -> list[torch.Tensor]:
+def response_logprobs(
+    model, tokenizer, prompts: list[str], responses: list[str]
+) -> list[torch.Tensor]:
     """Per-response 1-D float32 tensors of log p(token | chat prompt, earlier tokens), computed
     with whatever conditioning is active on `model` (use `adapters_off` for the base model)."""
     texts = [chat_prompt(tokenizer, p) for p in prompts]

@@ -180,7 +180,9 @@ def _gguf_weight_name(base: BaseGguf, layer_name: str) -> str:
 
     arch = {name: arch for arch, name in gguf.MODEL_ARCH_NAMES.items()}.get(base.arch)
     if arch is None:
-        raise UserError(f"the llama.cpp backend does not know base model architecture {base.arch!r}")
+        raise UserError(
+            f"the llama.cpp backend does not know base model architecture {base.arch!r}"
+        )
     mapped = gguf.get_tensor_name_map(arch, base.block_count).get_name(layer_name)
     if mapped is None:
         raise UserError(f"adapter layer {layer_name} has no counterpart in a {base.arch} GGUF")
@@ -228,10 +230,14 @@ def _lora_pairs(
                     "the base GGUF ties its output layer to the token embeddings, so llama.cpp "
                     f"cannot apply the {spec.variant!r} adapter in {adapter_dir}"
                 )
-            raise UserError(f"adapter in {adapter_dir} conditions {layer_name}, which the base GGUF lacks")
+            raise UserError(
+                f"adapter in {adapter_dir} conditions {layer_name}, which the base GGUF lacks"
+            )
         out_features, in_features = base.shapes[name]
         if a.shape != (hidden, in_features) or b.shape != (out_features, hidden):
-            raise UserError(f"adapter in {adapter_dir} does not match the base model's layer shapes")
+            raise UserError(
+                f"adapter in {adapter_dir} does not match the base model's layer shapes"
+            )
         if not (np.isfinite(a).all() and np.isfinite(b).all()):
             raise UserError(f"adapter in {adapter_dir} holds NaN or infinite values")
         if base.arch == "llama" and name.endswith((".attn_q.weight", ".attn_k.weight")):
@@ -276,14 +282,18 @@ def _cache_root(adapter_dir: Path) -> Path:
     if os.access(adapter_dir, os.W_OK):
         return adapter_dir
     cache_home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache_home / "steering" / "gguf-adapters" / hashlib.sha256(str(adapter_dir).encode()).hexdigest()[:16]
+    return (
+        cache_home
+        / "steering"
+        / "gguf-adapters"
+        / hashlib.sha256(str(adapter_dir).encode()).hexdigest()[:16]
+    )
 
 
 def adapter_gguf_paths(adapter_dir: Path, metadata: AdapterMetadata, digest: str) -> list[Path]:
     directory = _cache_root(adapter_dir) / f"{EXPORT_PREFIX}{digest[:16]}"
     return [
-        directory / f"adapter-{k}-{name}.gguf"
-        for k, name in enumerate(_adapter_names(metadata))
+        directory / f"adapter-{k}-{name}.gguf" for k, name in enumerate(_adapter_names(metadata))
     ]
 
 
@@ -323,8 +333,14 @@ def export_gguf_adapters(
     try:
         for k, (path, objective) in enumerate(zip(paths, _adapter_names(metadata), strict=True)):
             _write_adapter(
-                staging / path.name, base.arch, metadata.spec.alpha, pairs, k,
-                metadata.spec.rank, objective, digest,
+                staging / path.name,
+                base.arch,
+                metadata.spec.alpha,
+                pairs,
+                k,
+                metadata.spec.rank,
+                objective,
+                digest,
             )
         if target.exists():
             shutil.rmtree(target)
@@ -352,7 +368,9 @@ def default_threads() -> int:
 def _tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
+    return AutoTokenizer.from_pretrained(
+        str(path.parent), gguf_file=path.name, local_files_only=True
+    )
 
 
 class LlamaCppRuntime:
@@ -423,7 +441,9 @@ class LlamaCppRuntime:
     def prompt_ids(self, prompt: str, max_new_tokens: int) -> list[int]:
         if not prompt or not prompt.strip():
             raise UserError("the prompt is empty")
-        ids = self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(chat_prompt(self.tokenizer, prompt), add_special_tokens=False)[
+            "input_ids"
+        ]
         if len(ids) + max_new_tokens > self.context:
             raise UserError(
                 f"the prompt is {len(ids)} tokens; with {max_new_tokens} new tokens it exceeds the "
@@ -461,8 +481,12 @@ class LlamaCppRuntime:
         else:
             llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
             if top_p < 1.0:
-                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed % 2**32))
+                llama_cpp.llama_sampler_chain_add(
+                    chain, llama_cpp.llama_sampler_init_top_p(top_p, 1)
+                )
+            llama_cpp.llama_sampler_chain_add(
+                chain, llama_cpp.llama_sampler_init_dist(seed % 2**32)
+            )
         try:
             self.clear()
             self.decode(ids)
@@ -578,10 +602,18 @@ class LlamaCppSteerer:
         results = []
         for i, (prompt, row) in enumerate(zip(prompts, w.tolist(), strict=True)):
             start = time.perf_counter()
-            decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed + i)
+            decoding = dict(
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed + i
+            )
             tokens = list(self._run(prompt, tuple(row), decoding))
             results.append(
-                Generation(prompt, self.runtime.text(tokens), tuple(row), len(tokens), time.perf_counter() - start)
+                Generation(
+                    prompt,
+                    self.runtime.text(tokens),
+                    tuple(row),
+                    len(tokens),
+                    time.perf_counter() - start,
+                )
             )
         return results
 
@@ -597,7 +629,9 @@ class LlamaCppSteerer:
         """The response text so far, after every token. Holds the context's lock while it runs."""
         _check_decoding(max_new_tokens, temperature, top_p)
         row = tuple(self.normalised_weights(weights, 1)[0].tolist())
-        decoding = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        decoding = dict(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        )
         tokens: list[int] = []
         for token in self._run(prompt, row, decoding):
             if token in self.runtime.stops:
@@ -607,7 +641,9 @@ class LlamaCppSteerer:
 
 
 @cache
-def _load(method: str, adapter_dir: Path | None, base_path: Path, threads: int, context: int) -> LlamaCppSteerer:
+def _load(
+    method: str, adapter_dir: Path | None, base_path: Path, threads: int, context: int
+) -> LlamaCppSteerer:
     from steering.methods import ADAPTER_OF_METHOD, default_adapter_dir, shipped_objectives
 
     if method == "base":
@@ -630,7 +666,9 @@ def _load(method: str, adapter_dir: Path | None, base_path: Path, threads: int, 
         adapters = tuple(runtime.load_adapter(p) for p in paths)
     objectives = tuple(metadata.training.get("objectives", metadata.spec.objectives))
     if method != "prompt" and len(objectives) != len(adapters):
-        raise UserError(f"adapter in {directory} has {len(adapters)} adapters for {len(objectives)} objectives")
+        raise UserError(
+            f"adapter in {directory} has {len(adapters)} adapters for {len(objectives)} objectives"
+        )
     return LlamaCppSteerer(method, runtime, objectives, adapters, metadata, directory)
 
 
@@ -649,10 +687,14 @@ def load_llamacpp_steerer(
     if method == "base" and adapter_dir:
         raise UserError("the base method takes no adapter")
     if not llamacpp_available():
-        raise UserError('llama-cpp-python is not installed (pip install "llama-cpp-python>=0.3.16,<0.4")')
+        raise UserError(
+            'llama-cpp-python is not installed (pip install "llama-cpp-python>=0.3.16,<0.4")'
+        )
     path = resolve_base_model_path(base_path).resolve()
     if not path.is_file():
-        raise UserError(f"the llama.cpp backend needs a .gguf base model, and {path} is a directory")
+        raise UserError(
+            f"the llama.cpp backend needs a .gguf base model, and {path} is a directory"
+        )
     context = int(os.environ.get(CONTEXT_ENV, DEFAULT_CONTEXT))
     directory = Path(adapter_dir).resolve() if adapter_dir else None
     return _load(method, directory, path, threads or default_threads(), context)
@@ -688,7 +730,9 @@ def _stream_rate(steerer, prompts: list[str], weights, max_new_tokens: int) -> t
     for seed, prompt in enumerate(prompts):
         start = time.perf_counter()
         count = 0
-        for _ in steerer.stream(prompt, weights, max_new_tokens=max_new_tokens, temperature=0.7, seed=seed):
+        for _ in steerer.stream(
+            prompt, weights, max_new_tokens=max_new_tokens, temperature=0.7, seed=seed
+        ):
             if count == 0:
                 first.append(time.perf_counter() - start)
             count += 1
@@ -711,14 +755,19 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
     from steering.prompts import EVAL_PROMPTS, read_prompts
 
     if not llamacpp_available():
-        raise UserError('llama-cpp-python is not installed (pip install "llama-cpp-python>=0.3.16,<0.4")')
+        raise UserError(
+            'llama-cpp-python is not installed (pip install "llama-cpp-python>=0.3.16,<0.4")'
+        )
     texts = read_prompts(EVAL_PROMPTS, limit=prompts)
     shipped = default_adapter_dir("clp")
     with tempfile.TemporaryDirectory() as scratch:
         if (shipped / METADATA_FILE).is_file():
             adapter_dir, adapter = shipped, "shipped clp"
         else:
-            adapter_dir, adapter = _synthetic_adapter(Path(scratch), shipped_objectives()), "random (no shipped clp yet)"
+            adapter_dir, adapter = (
+                _synthetic_adapter(Path(scratch), shipped_objectives()),
+                "random (no shipped clp yet)",
+            )
         runs = {
             "llamacpp_base": load_llamacpp_steerer("base"),
             "llamacpp_steered": load_llamacpp_steerer("clp", adapter_dir),
@@ -737,8 +786,12 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
         rates = sorted(values)
         result[f"{name}_tok_s"] = round(rates[len(rates) // 2][0], 1)
         result[f"{name}_ttft_s"] = round(float(np.median([v[1] for v in values])), 3)
-    result["steered_vs_base"] = round(result["llamacpp_steered_tok_s"] / result["llamacpp_base_tok_s"], 3)
-    result["steered_vs_torch"] = round(result["llamacpp_steered_tok_s"] / result["torch_steered_tok_s"], 2)
+    result["steered_vs_base"] = round(
+        result["llamacpp_steered_tok_s"] / result["llamacpp_base_tok_s"], 3
+    )
+    result["steered_vs_torch"] = round(
+        result["llamacpp_steered_tok_s"] / result["torch_steered_tok_s"], 2
+    )
     result.update(
         {
             "weights": [round(x, 4) for x in weights],

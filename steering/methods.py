@@ -51,13 +51,19 @@ def weights_prompt(prompt: str, weights, objectives: tuple[str, ...]) -> str:
 
 
 def method_conditioning(
-    method: str, bank: str | None, objectives: tuple[str, ...], prompts: list[str], weights: torch.Tensor
+    method: str,
+    bank: str | None,
+    objectives: tuple[str, ...],
+    prompts: list[str],
+    weights: torch.Tensor,
 ) -> tuple[list[str], Conditioning]:
     """The prompts the model sees and the conditioning of a method at (B, K) weights."""
     if bank is None:
         return prompts, Conditioning(None, None)
     if method == "prompt":
-        texts = [weights_prompt(p, w.tolist(), objectives) for p, w in zip(prompts, weights, strict=True)]
+        texts = [
+            weights_prompt(p, w.tolist(), objectives) for p, w in zip(prompts, weights, strict=True)
+        ]
         return texts, Conditioning(bank, torch.ones(len(prompts), 1))
     return prompts, Conditioning(bank, weights, mix_logits=method == "logits")
 
@@ -83,7 +89,9 @@ class Steerer:
         directory = self.adapter_dir or default_adapter_dir("clp")
         return load_calibration(directory)
 
-    def conditioning(self, prompts: list[str], weights: torch.Tensor) -> tuple[list[str], Conditioning]:
+    def conditioning(
+        self, prompts: list[str], weights: torch.Tensor
+    ) -> tuple[list[str], Conditioning]:
         """What the model sees for these prompts at these normalised (B, K) weights."""
         return method_conditioning(self.method, self.bank, self.objectives, prompts, weights)
 
@@ -100,7 +108,9 @@ class Steerer:
         w = self.normalised_weights(weights, len(prompts))
         model_prompts, conditioning = self.conditioning(prompts, w)
         with MODEL_LOCK:
-            results = generate(self.base.model, self.base.tokenizer, model_prompts, conditioning, **decoding)
+            results = generate(
+                self.base.model, self.base.tokenizer, model_prompts, conditioning, **decoding
+            )
         return [
             Generation(p, r.text, tuple(float(x) for x in row), r.tokens, r.seconds)
             for p, r, row in zip(prompts, results, w, strict=True)
@@ -121,7 +131,13 @@ class Steerer:
         def produce():
             try:
                 with MODEL_LOCK:
-                    texts = stream(self.base.model, self.base.tokenizer, model_prompts[0], conditioning, **decoding)
+                    texts = stream(
+                        self.base.model,
+                        self.base.tokenizer,
+                        model_prompts[0],
+                        conditioning,
+                        **decoding,
+                    )
                     for text in texts:
                         if stop.is_set():
                             break

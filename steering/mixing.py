@@ -51,7 +51,9 @@ class AdapterSpec:
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
-            raise UserError(f"variant {self.variant!r} is unknown; choose one of {', '.join(VARIANTS)}")
+            raise UserError(
+                f"variant {self.variant!r} is unknown; choose one of {', '.join(VARIANTS)}"
+            )
         if not self.objectives:
             raise UserError("an adapter bank needs at least one objective")
         if self.rank < 1:
@@ -194,12 +196,19 @@ def attach(model: nn.Module, name: str, spec: AdapterSpec) -> list[MixedLoraLine
 def bank_spec(model: nn.Module, name: str) -> AdapterSpec:
     specs = getattr(model, "_adapter_specs", {})
     if name not in specs:
-        raise UserError(f"adapter bank {name!r} is not attached; attached: {', '.join(specs) or 'none'}")
+        raise UserError(
+            f"adapter bank {name!r} is not attached; attached: {', '.join(specs) or 'none'}"
+        )
     return specs[name]
 
 
 def bank_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
-    return [p for layer in mixed_layers(model) if name in layer.banks for p in layer.banks[name].parameters()]
+    return [
+        p
+        for layer in mixed_layers(model)
+        if name in layer.banks
+        for p in layer.banks[name].parameters()
+    ]
 
 
 def check_weights(weights, num_objectives: int) -> torch.Tensor:
@@ -249,7 +258,9 @@ def set_weights(model: nn.Module, name: str | None, weights: torch.Tensor | None
 def conditioned(model: nn.Module, name: str | None, weights: torch.Tensor | None):
     """Run the model with bank `name` active at per-row `weights` (B, K); the previous state
     comes back on exit. `name=None` switches every adapter off."""
-    previous = [(layer, layer.active, layer.weights, layer.unit_scale) for layer in mixed_layers(model)]
+    previous = [
+        (layer, layer.active, layer.weights, layer.unit_scale) for layer in mixed_layers(model)
+    ]
     set_weights(model, name, weights)
     try:
         yield model
@@ -290,7 +301,9 @@ def merged_copy(model: nn.Module, name: str, weights) -> nn.Module:
     return merged
 
 
-def save_bank(model: nn.Module, name: str, directory: str | Path, metadata: AdapterMetadata) -> Path:
+def save_bank(
+    model: nn.Module, name: str, directory: str | Path, metadata: AdapterMetadata
+) -> Path:
     """Write bank `name` as safetensors plus JSON metadata into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -308,8 +321,14 @@ def save_bank(model: nn.Module, name: str, directory: str | Path, metadata: Adap
 def read_metadata(directory: str | Path) -> AdapterMetadata:
     directory = Path(directory)
     meta_path = directory / METADATA_FILE
-    if not directory.is_dir() or not meta_path.is_file() or not (directory / ADAPTER_FILE).is_file():
-        raise UserError(f"{directory} is not an adapter directory ({ADAPTER_FILE} + {METADATA_FILE})")
+    if (
+        not directory.is_dir()
+        or not meta_path.is_file()
+        or not (directory / ADAPTER_FILE).is_file()
+    ):
+        raise UserError(
+            f"{directory} is not an adapter directory ({ADAPTER_FILE} + {METADATA_FILE})"
+        )
     try:
         return AdapterMetadata.from_json(json.loads(meta_path.read_text()))
     except (ValueError, KeyError, TypeError) as error:
@@ -349,6 +368,8 @@ def load_bank(
                 tensor = tensors[f"{names[id(layer)]}.{part}"]
                 target = getattr(bank, part)
                 if tensor.shape != target.shape:
-                    raise UserError(f"adapter in {directory} does not match this model's layer shapes")
+                    raise UserError(
+                        f"adapter in {directory} does not match this model's layer shapes"
+                    )
                 target.copy_(tensor)
     return metadata

@@ -52,7 +52,9 @@ def read_pool(path: str | Path) -> list[Candidate]:
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [
-        Candidate(r["prompt"], r["text"], r["tokens"], tuple(r.get("weights", ())), r.get("ended", True))
+        Candidate(
+            r["prompt"], r["text"], r["tokens"], tuple(r.get("weights", ())), r.get("ended", True)
+        )
         for r in rows
     ]
 
@@ -100,7 +102,12 @@ def sample_pool(
             )
             for prompt, result in zip(batch, results, strict=True):
                 ended = result.tokens < max_new_tokens
-                record = {"prompt": prompt, "text": result.text, "tokens": result.tokens, "ended": ended}
+                record = {
+                    "prompt": prompt,
+                    "text": result.text,
+                    "tokens": result.tokens,
+                    "ended": ended,
+                }
                 if result.weights:
                     record["weights"] = list(result.weights)
                 handle.write(json.dumps(record) + "\n")

@@ -27,7 +27,7 @@ def read_prompts(path: str | Path, limit: int | None = None) -> list[str]:
             raise UserError(f"{path} line {number} is not valid JSON") from None
         prompt = record.get("prompt") if isinstance(record, dict) else None
         if not isinstance(prompt, str) or not prompt.strip():
-            raise UserError(f"{path} line {number} has no non-empty \"prompt\" field")
+            raise UserError(f'{path} line {number} has no non-empty "prompt" field')
         prompts.append(prompt)
     if not prompts:
         raise UserError(f"prompts file {path} holds no prompts")

@@ -17,14 +17,23 @@ from steering.pool import read_pool
 from steering.train import pool_scores_path, score_pool
 
 # every built-in objective that works without configuration (classifier and human need a model)
-STUDY_OBJECTIVES = ("positivity", "harmlessness", "relevance", "conciseness", "readability", "fluency")
+STUDY_OBJECTIVES = (
+    "positivity",
+    "harmlessness",
+    "relevance",
+    "conciseness",
+    "readability",
+    "fluency",
+)
 
 
 def objective_study(pool: str | Path, out: str | Path, objectives: list[str] | None = None) -> str:
     pool = Path(pool)
     candidates = read_pool(pool)
     if len(candidates) < 2:
-        raise UserError(f"the pool {pool} holds fewer than 2 samples; sample it with `python -m steering train` or `pool`")
+        raise UserError(
+            f"the pool {pool} holds fewer than 2 samples; sample it with `python -m steering train` or `pool`"
+        )
     names = tuple(objectives or STUDY_OBJECTIVES)
     raw = score_pool(candidates, names, pool_scores_path(pool))
     table = correlation_table(raw)

@@ -121,11 +121,15 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.method not in TRAINED_METHODS:
-            raise UserError(f"method {self.method!r} is not trainable; choose one of {', '.join(TRAINED_METHODS)}")
+            raise UserError(
+                f"method {self.method!r} is not trainable; choose one of {', '.join(TRAINED_METHODS)}"
+            )
         if self.algo not in ALGOS:
             raise UserError(f"algo {self.algo!r} is unknown; choose one of {', '.join(ALGOS)}")
         if self.algo == "rloo" and self.samples < 2:
-            raise UserError("rloo needs at least 2 samples per prompt for the leave-one-out baseline")
+            raise UserError(
+                "rloo needs at least 2 samples per prompt for the leave-one-out baseline"
+            )
         if self.dirichlet_alpha <= 0:
             raise UserError("dirichlet_alpha must be positive")
 
@@ -157,7 +161,12 @@ def add_config_arguments(parser, cls=TrainConfig) -> None:
             parser.add_argument(flag, action="store_true", help=docs.get(f.name))
         else:
             kind = {"int": int, "float": float}.get(f.type, str)
-            parser.add_argument(flag, type=kind, default=f.default, help=f"{docs.get(f.name)} (default: {f.default})")
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=f.default,
+                help=f"{docs.get(f.name)} (default: {f.default})",
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,7 +189,9 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return k / (k - 1) * (rewards - rewards.mean(dim=1, keepdim=True))
 
 
-def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sequence_kl(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Sampled estimate of KL(pi || pi_ref) per sequence: sum_t (log pi - log pi_ref) over the
     response tokens (the k1 estimator of Schulman 2020, as in the RLHF objective of Ziegler et
     al. 2019: R = r - beta * KL)."""
@@ -191,7 +202,9 @@ def step_rng(seed: int, step: int, process: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, step, process])
 
 
-def sample_weightings(method: str, k: int, n: int, alpha: float, rng: np.random.Generator) -> np.ndarray:
+def sample_weightings(
+    method: str, k: int, n: int, alpha: float, rng: np.random.Generator
+) -> np.ndarray:
     """Training weightings: Dirichlet(alpha) for clp and prompt; random corners for soups."""
     if method == "soups":
         return np.eye(k)[rng.integers(0, k, size=n)]
@@ -202,12 +215,16 @@ def sample_weightings(method: str, k: int, n: int, alpha: float, rng: np.random.
 # Scoring and calibration
 
 
-def score_pool(candidates: list[Candidate], objectives: tuple[str, ...], cache: Path | None) -> dict[str, np.ndarray]:
+def score_pool(
+    candidates: list[Candidate], objectives: tuple[str, ...], cache: Path | None
+) -> dict[str, np.ndarray]:
     """Raw scores of every candidate, cached per objective next to the pool."""
     cached: dict[str, np.ndarray] = {}
     if cache is not None and cache.exists():
         with np.load(cache) as stored:
-            cached = {name: stored[name] for name in stored.files if len(stored[name]) == len(candidates)}
+            cached = {
+                name: stored[name] for name in stored.files if len(stored[name]) == len(candidates)
+            }
     missing = [name for name in objectives if name not in cached]
     if missing:
         prompts = [c.prompt for c in candidates]
@@ -284,7 +301,9 @@ class Trainer:
         candidates = read_pool(pool)
         raw = score_pool(candidates, self.objectives, pool_scores_path(pool))
         keep = np.array([c.prompt in wanted for c in candidates])
-        return [c for c, k in zip(candidates, keep, strict=True) if k], {n: v[keep] for n, v in raw.items()}
+        return [c for c, k in zip(candidates, keep, strict=True) if k], {
+            n: v[keep] for n, v in raw.items()
+        }
 
     def calibrate(self) -> Calibration:
         """Normalisation statistics from base-model samples on the training prompts."""
@@ -346,8 +365,12 @@ class Trainer:
     def rloo_step(self, step: int) -> dict[str, float]:
         cfg = self.config
         rng = step_rng(cfg.seed, step, self.accelerator.process_index)
-        chosen = rng.choice(len(self.prompts), size=min(cfg.prompts_per_step, len(self.prompts)), replace=False)
-        weights = sample_weightings(cfg.method, len(self.objectives), len(chosen), cfg.dirichlet_alpha, rng)
+        chosen = rng.choice(
+            len(self.prompts), size=min(cfg.prompts_per_step, len(self.prompts)), replace=False
+        )
+        weights = sample_weightings(
+            cfg.method, len(self.objectives), len(chosen), cfg.dirichlet_alpha, rng
+        )
         prompts = [self.prompts[i] for i in chosen for _ in range(cfg.samples)]
         w_rows = np.repeat(weights, cfg.samples, axis=0)  # (P*k, K)
         model_prompts, conditioning = self.condition(prompts, w_rows)
@@ -394,16 +417,23 @@ class Trainer:
         w = np.stack([e[2] for e in examples])
         model_prompts, conditioning = self.condition(prompts, w)
         context = getattr(self.unwrapped.config, "max_position_embeddings", 2048)
-        prompt_ids, prompt_mask = encode_prompts(tok, model_prompts, self.config.max_new_tokens + 1, context)
+        prompt_ids, prompt_mask = encode_prompts(
+            tok, model_prompts, self.config.max_new_tokens + 1, context
+        )
         response_ids, response_mask = encode_targets(
             tok, [e[1] for e in examples], [e[3] for e in examples], self.config.max_new_tokens + 1
         )
         with conditioned(self.unwrapped, self.bank, conditioning.weights):
-            logprobs = sequence_logprobs(self.model, prompt_ids, prompt_mask, response_ids, response_mask)
+            logprobs = sequence_logprobs(
+                self.model, prompt_ids, prompt_mask, response_ids, response_mask
+            )
         per_sequence = logprobs.sum(dim=-1) / response_mask.sum(dim=-1)  # mean token log-prob
         loss = -per_sequence.mean()
         self.apply(loss)
-        return {"losses/sft": float(loss.detach()), "lengths/tokens": float(response_mask.sum(dim=1).float().mean())}
+        return {
+            "losses/sft": float(loss.detach()),
+            "lengths/tokens": float(response_mask.sum(dim=1).float().mean()),
+        }
 
     # -- rejection sampling ---------------------------------------------------------------------
 
@@ -418,8 +448,12 @@ class Trainer:
             k = len(self.objectives)
 
             def conditioning_for(batch_prompts):
-                rng = step_rng(cfg.seed, 10_000 * round_index + self.prompts.index(batch_prompts[0]))
-                weights = sample_weightings(cfg.method, k, len(batch_prompts), cfg.dirichlet_alpha, rng)
+                rng = step_rng(
+                    cfg.seed, 10_000 * round_index + self.prompts.index(batch_prompts[0])
+                )
+                weights = sample_weightings(
+                    cfg.method, k, len(batch_prompts), cfg.dirichlet_alpha, rng
+                )
                 return self.condition(batch_prompts, weights)
 
             if self.accelerator.is_main_process:
@@ -441,7 +475,9 @@ class Trainer:
         cache = path.with_suffix(f".{len(self.prompts)}-prompts.expanded.scores.npz")
         return expanded, self.normalised(score_pool(expanded, self.objectives, cache))
 
-    def select(self, candidates: list[Candidate], r_hat: np.ndarray, round_index: int) -> list[tuple]:
+    def select(
+        self, candidates: list[Candidate], r_hat: np.ndarray, round_index: int
+    ) -> list[tuple]:
         """For each prompt and weighting w, the candidate maximising w . r_hat (DPA's selection)."""
         cfg = self.config
         k = len(self.objectives)
@@ -457,7 +493,9 @@ class Trainer:
                 weightings = np.eye(k)
             else:
                 rng = step_rng(cfg.seed, 100_000 + 1_000 * round_index + p_index)
-                weightings = sample_dirichlet(k, cfg.weightings_per_prompt, cfg.dirichlet_alpha, rng)
+                weightings = sample_dirichlet(
+                    k, cfg.weightings_per_prompt, cfg.dirichlet_alpha, rng
+                )
             for w in weightings:
                 best = candidates[rows[int(np.argmax(r_hat[rows] @ w))]]
                 examples.append((prompt, best.text, w, best.ended))
@@ -469,7 +507,11 @@ class Trainer:
         """(round, epoch, batch) per global step, with the number of examples per round fixed
         by the selection, so a resumed run can find where it was."""
         schedule = []
-        examples = len(self.prompts) * (len(self.objectives) if self.config.method == "soups" else self.config.weightings_per_prompt)
+        examples = len(self.prompts) * (
+            len(self.objectives)
+            if self.config.method == "soups"
+            else self.config.weightings_per_prompt
+        )
         per_epoch = -(-examples // self.config.batch_size)
         for r in range(self.config.rounds):
             for e in range(self.config.epochs):
@@ -485,20 +527,30 @@ class Trainer:
                 self.run_rsf()
         except KeyboardInterrupt:
             self.save_checkpoint()
-            print(f"interrupted at step {self.state.step}; checkpoint saved, continue with --resume", file=sys.stderr)
+            print(
+                f"interrupted at step {self.state.step}; checkpoint saved, continue with --resume",
+                file=sys.stderr,
+            )
             raise SystemExit(130) from None
         self.save_checkpoint()
         return self.finish(time.time() - started)
 
     def run_rloo(self) -> None:
         cfg = self.config
-        bar = tqdm(total=cfg.steps, initial=self.state.step, desc=f"rloo {cfg.method}", disable=not self.accelerator.is_main_process)
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.state.step,
+            desc=f"rloo {cfg.method}",
+            disable=not self.accelerator.is_main_process,
+        )
         while self.state.step < cfg.steps:
             metrics = self.mean_across_processes(self.rloo_step(self.state.step))
             self.state.step += 1
             self.log({"step": self.state.step, **metrics})
             bar.update(1)
-            bar.set_postfix(reward=f"{metrics['rewards/scalarised']:.3f}", kl=f"{metrics['losses/kl']:.3f}")
+            bar.set_postfix(
+                reward=f"{metrics['rewards/scalarised']:.3f}", kl=f"{metrics['losses/kl']:.3f}"
+            )
             if self.state.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()
@@ -506,7 +558,12 @@ class Trainer:
     def run_rsf(self) -> None:
         cfg = self.config
         schedule = self.rsf_schedule()
-        bar = tqdm(total=len(schedule), initial=self.state.step, desc=f"rsf {cfg.method}", disable=not self.accelerator.is_main_process)
+        bar = tqdm(
+            total=len(schedule),
+            initial=self.state.step,
+            desc=f"rsf {cfg.method}",
+            disable=not self.accelerator.is_main_process,
+        )
         examples: list = []
         current_round = -1
         while self.state.step < len(schedule):
@@ -515,12 +572,16 @@ class Trainer:
                 candidates, r_hat = self.round_pool(round_index)
                 examples = self.select(candidates, r_hat, round_index)
                 current_round = round_index
-            order = step_rng(cfg.seed, 200_000 + 1_000 * round_index + epoch).permutation(len(examples))
+            order = step_rng(cfg.seed, 200_000 + 1_000 * round_index + epoch).permutation(
+                len(examples)
+            )
             shard = order[batch_index * cfg.batch_size : (batch_index + 1) * cfg.batch_size]
             shard = shard[self.accelerator.process_index :: self.accelerator.num_processes]
             metrics = self.mean_across_processes(self.sft_step([examples[i] for i in shard]))
             self.state.step += 1
-            self.log({"step": self.state.step, "round": round_index + 1, "epoch": epoch + 1, **metrics})
+            self.log(
+                {"step": self.state.step, "round": round_index + 1, "epoch": epoch + 1, **metrics}
+            )
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['losses/sft']:.3f}")
             if self.state.step % cfg.checkpoint_every == 0:
@@ -536,7 +597,12 @@ class Trainer:
                 "seconds": round(seconds, 1),
                 "command": "python -m steering " + " ".join(sys.argv[1:]),
             }
-            save_bank(self.unwrapped, self.bank, self.out, AdapterMetadata(self.spec, self.base.identity, training))
+            save_bank(
+                self.unwrapped,
+                self.bank,
+                self.out,
+                AdapterMetadata(self.spec, self.base.identity, training),
+            )
             self.calibration.save(self.out)
         self.accelerator.wait_for_everyone()
         for p in self.parameters:
@@ -552,7 +618,9 @@ def decode_responses(tokenizer, batch: SampledBatch) -> list[str]:
     return texts
 
 
-def encode_targets(tokenizer, texts: list[str], ended: list[bool], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_targets(
+    tokenizer, texts: list[str], ended: list[bool], max_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded target ids. A complete answer ends with the end-of-turn token, so the policy
     learns where to stop (which is what brevity is made of); one the token limit cut off does
     not, so the policy never learns to stop mid-sentence."""

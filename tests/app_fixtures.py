@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_llama
+from tiny_models import build_tiny_llama
 
 from steering import methods, policy
 from steering.mixing import AdapterMetadata, AdapterSpec, attach, save_bank

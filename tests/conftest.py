@@ -5,41 +5,26 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+import pytest  # noqa: E402
+from tiny_models import build_tiny_llama
+from transformers import AutoTokenizer
 
 from steering.policy import BaseModel, BaseModelIdentity, default_gguf_path
+
+# tiny on-disk model and adapters (the `tiny_env` fixture) for the app, CLI and evaluation tests
+pytest_plugins = ["app_fixtures"]
 
 
 @pytest.fixture(scope="session")
 def tokenizer():
     gguf = default_gguf_path()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, local_files_only=True
+    )
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
-
-
-def build_tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        eos_token_id=2,
-        bos_token_id=1,
-        pad_token_id=2,
-    )
-    model = LlamaForCausalLM(config).eval()
-    model.requires_grad_(False)
-    return model
 
 
 @pytest.fixture

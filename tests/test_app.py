@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import pytest
-from app_fixtures import OBJECTIVES, tiny_env  # noqa: F401 (a fixture)
+from app_fixtures import OBJECTIVES
 from gradio_client import Client
 
 import app

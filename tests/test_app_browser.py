@@ -4,7 +4,6 @@ in-process with a tiny model. Screenshots are kept under test-artifacts/ (gitign
 from pathlib import Path
 
 import pytest
-from app_fixtures import tiny_env  # noqa: F401 (a fixture)
 
 import app
 

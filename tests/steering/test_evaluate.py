@@ -1,7 +1,6 @@
 import json
 
 import pytest
-from app_fixtures import tiny_env  # noqa: F401  (fixture)
 
 from steering.errors import UserError
 from steering.evaluate import EvaluateConfig, evaluate
@@ -16,7 +15,9 @@ def prompts_file(tmp_path):
 
 def test_sweep_writes_the_documented_schema(tiny_env, prompts_file, tmp_path):
     out = tmp_path / "results.json"
-    config = EvaluateConfig(str(prompts_file), ("clp", "logits", "base"), grid=0.5, out=str(out), max_new_tokens=4)
+    config = EvaluateConfig(
+        str(prompts_file), ("clp", "logits", "base"), grid=0.5, out=str(out), max_new_tokens=4
+    )
     summary = evaluate(config)
     results = json.loads(out.read_text())
     assert results["objectives"] == ["positivity", "conciseness"]
@@ -49,6 +50,8 @@ def test_sweep_writes_the_documented_schema(tiny_env, prompts_file, tmp_path):
 def test_bad_input_is_one_sentence(tiny_env, tmp_path, content, overrides, message):
     path = tmp_path / "prompts.jsonl"
     path.write_text(content)
-    config = EvaluateConfig(str(path), **{"methods": ("base",), "out": str(tmp_path / "r.json"), **overrides})
+    config = EvaluateConfig(
+        str(path), **{"methods": ("base",), "out": str(tmp_path / "r.json"), **overrides}
+    )
     with pytest.raises(UserError, match=message):
         evaluate(config)

@@ -36,7 +36,9 @@ def test_left_padding_does_not_change_a_row(tiny_base):
     w = torch.tensor([[0.2, 0.3, 0.5], [0.7, 0.3, 0.0]])
     batched = generate(m, tok, PROMPTS, Conditioning("clp", w), max_new_tokens=6, temperature=0)
     for row, prompt in enumerate(PROMPTS):
-        alone = generate(m, tok, [prompt], Conditioning("clp", w[row : row + 1]), max_new_tokens=6, temperature=0)
+        alone = generate(
+            m, tok, [prompt], Conditioning("clp", w[row : row + 1]), max_new_tokens=6, temperature=0
+        )
         assert alone[0].text == batched[row].text
         assert batched[row].weights == pytest.approx(tuple(w[row].tolist()))
 
@@ -56,14 +58,25 @@ def test_stops_at_end_of_sequence(tiny_base):
 def test_logit_mixing_at_a_corner_equals_that_expert(tiny_base):
     m, tok = with_random_bank(tiny_base.model), tiny_base.tokenizer
     corner = torch.tensor([[0.0, 1.0, 0.0]])
-    mixed = generate(m, tok, PROMPTS[:1], Conditioning("clp", corner, mix_logits=True), max_new_tokens=6, temperature=0)
-    expert = generate(m, tok, PROMPTS[:1], Conditioning("clp", corner), max_new_tokens=6, temperature=0)
+    mixed = generate(
+        m,
+        tok,
+        PROMPTS[:1],
+        Conditioning("clp", corner, mix_logits=True),
+        max_new_tokens=6,
+        temperature=0,
+    )
+    expert = generate(
+        m, tok, PROMPTS[:1], Conditioning("clp", corner), max_new_tokens=6, temperature=0
+    )
     assert mixed[0].text == expert[0].text
 
 
 def test_stream_ends_with_the_generated_text(tiny_base):
     m, tok = tiny_base.model, tiny_base.tokenizer
-    pieces = list(stream(m, tok, PROMPTS[0], Conditioning(None, None), max_new_tokens=6, temperature=0))
+    pieces = list(
+        stream(m, tok, PROMPTS[0], Conditioning(None, None), max_new_tokens=6, temperature=0)
+    )
     full = generate(m, tok, PROMPTS[:1], Conditioning(None, None), max_new_tokens=6, temperature=0)
     assert 1 <= len(pieces) <= 6
     assert pieces[-1] == full[0].text

@@ -7,13 +7,20 @@ import threading
 import numpy as np
 import pytest
 import torch
-from gguf import GGUFReader, GGUFWriter, MODEL_ARCH, get_tensor_name_map
+from gguf import MODEL_ARCH, GGUFReader, GGUFWriter, get_tensor_name_map
 from torch import nn
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
 from steering import llamacpp
 from steering.errors import UserError
-from steering.mixing import AdapterMetadata, AdapterSpec, attach, bank_parameters, mixed_layers, save_bank
+from steering.mixing import (
+    AdapterMetadata,
+    AdapterSpec,
+    attach,
+    bank_parameters,
+    mixed_layers,
+    save_bank,
+)
 from steering.policy import model_identity, resolve_base_model_path
 
 OBJECTIVES = ("positivity", "conciseness", "relevance")
@@ -35,7 +42,9 @@ def write_tiny_base_gguf(path, model) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and ".layers." in name:
             hf_name = name.removesuffix(".base")  # a layer already wrapped by attach()
-            writer.add_tensor(f"{names.get_name(hf_name)}.weight", np.zeros(module.weight.shape, np.float32))
+            writer.add_tensor(
+                f"{names.get_name(hf_name)}.weight", np.zeros(module.weight.shape, np.float32)
+            )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -76,7 +85,9 @@ def test_rotary_rows_are_undone_by_transformers_gguf_loader(heads, kv_heads):
 def test_export_writes_llama_cpp_lora_adapters(tiny_export):
     model, base_path, adapter_dir = tiny_export
     paths = llamacpp.export_gguf_adapters(adapter_dir, base_path)
-    assert [p.name for p in paths] == [f"adapter-{k}-{name}.gguf" for k, name in enumerate(OBJECTIVES)]
+    assert [p.name for p in paths] == [
+        f"adapter-{k}-{name}.gguf" for k, name in enumerate(OBJECTIVES)
+    ]
     assert paths[0].parent.parent == adapter_dir.resolve()  # cached next to the adapter
     readers = [GGUFReader(str(p)) for p in paths]
     fields = readers[0].fields
@@ -104,8 +115,14 @@ def test_export_writes_llama_cpp_lora_adapters(tiny_export):
             assert a.shape == (2, module.in_features) and b.shape == (module.out_features, 2)
             delta = delta + float(w[k]) * (4.0 / 2) * (b @ a)
         if ".attn_q." in gguf_name or ".attn_k." in gguf_name:
-            kv = config.num_attention_heads if ".attn_q." in gguf_name else config.num_key_value_heads
-            delta = LlamaTensorProcessor()._reverse_permute_weights(delta, config.num_attention_heads, kv)
+            kv = (
+                config.num_attention_heads
+                if ".attn_q." in gguf_name
+                else config.num_key_value_heads
+            )
+            delta = LlamaTensorProcessor()._reverse_permute_weights(
+                delta, config.num_attention_heads, kv
+            )
         expected = module.banks["clp"].merged_delta(w).detach().numpy()
         np.testing.assert_allclose(delta, expected, rtol=1e-5, atol=1e-6)
 
@@ -151,7 +168,12 @@ def test_logit_variant_is_refused_when_the_output_layer_is_tied(tmp_path, tiny_b
     write_tiny_base_gguf(base_path, tiny_base.model)
     spec = AdapterSpec(OBJECTIVES, "logit", rank=2)
     attach(tiny_base.model, "logit", spec)
-    save_bank(tiny_base.model, "logit", tmp_path / "logit", AdapterMetadata(spec, model_identity(base_path)))
+    save_bank(
+        tiny_base.model,
+        "logit",
+        tmp_path / "logit",
+        AdapterMetadata(spec, model_identity(base_path)),
+    )
     with pytest.raises(UserError, match="ties its output layer"):
         llamacpp.export_gguf_adapters(tmp_path / "logit", base_path)
 
@@ -271,13 +293,19 @@ def test_concurrent_requests_never_see_each_others_scales(backends, eval_prompts
     fast, _ = backends
     prompts = eval_prompts[:3]
     corners = {"first": [1, 0, 0], "last": [0, 0, 1]}
-    sequential = {k: [g.text for g in fast.generate(prompts, w, max_new_tokens=12, temperature=0)] for k, w in corners.items()}
+    sequential = {
+        k: [g.text for g in fast.generate(prompts, w, max_new_tokens=12, temperature=0)]
+        for k, w in corners.items()
+    }
     assert sequential["first"] != sequential["last"]
     concurrent = {}
 
     def run(key):
         # stream token by token so the two threads interleave at every step they can
-        concurrent[key] = [list(fast.stream(p, corners[key], max_new_tokens=12, temperature=0))[-1] for p in prompts]
+        concurrent[key] = [
+            list(fast.stream(p, corners[key], max_new_tokens=12, temperature=0))[-1]
+            for p in prompts
+        ]
 
     threads = [threading.Thread(target=run, args=(key,)) for key in corners]
     for thread in threads:
@@ -291,10 +319,16 @@ def test_concurrent_requests_never_see_each_others_scales(backends, eval_prompts
 @needs_llama_cpp
 def test_stream_ends_with_the_generated_text(backends, eval_prompts):
     fast, _ = backends
-    streamed = list(fast.stream(eval_prompts[0], WEIGHTS, max_new_tokens=20, temperature=0.7, seed=3))
-    generated = fast.generate([eval_prompts[0]], WEIGHTS, max_new_tokens=20, temperature=0.7, seed=3)[0]
+    streamed = list(
+        fast.stream(eval_prompts[0], WEIGHTS, max_new_tokens=20, temperature=0.7, seed=3)
+    )
+    generated = fast.generate(
+        [eval_prompts[0]], WEIGHTS, max_new_tokens=20, temperature=0.7, seed=3
+    )[0]
     assert streamed[-1] == generated.text
-    assert len(streamed) >= 2 and all(streamed[i + 1].startswith(streamed[i][:1]) for i in range(len(streamed) - 1))
+    assert len(streamed) >= 2 and all(
+        streamed[i + 1].startswith(streamed[i][:1]) for i in range(len(streamed) - 1)
+    )
 
 
 @pytest.mark.slow

@@ -93,7 +93,9 @@ def test_variants_condition_the_documented_layers(tiny_base):
     attach(model, "f", AdapterSpec(OBJECTIVES, variant="full"))
     assert sum("f" in layer.banks for layer in mixed_layers(model)) == 2 * 7
     attach(model, "l", AdapterSpec(OBJECTIVES, variant="logit"))
-    assert [n for n, m in model.named_modules() if isinstance(m, MixedLoraLinear) and "l" in m.banks] == ["lm_head"]
+    assert [
+        n for n, m in model.named_modules() if isinstance(m, MixedLoraLinear) and "l" in m.banks
+    ] == ["lm_head"]
 
 
 def test_corner_weight_equals_that_adapter_alone(tiny_base):

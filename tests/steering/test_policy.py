@@ -33,6 +33,13 @@ def test_real_shipped_model_generates():
     base = load_base()
     assert base.identity == model_identity(default_gguf_path())
     assert str(base.model.dtype) == "torch.bfloat16"
-    out = generate(base.model, base.tokenizer, ["Say hello to a friend."], Conditioning(None, None), max_new_tokens=6, temperature=0)
+    out = generate(
+        base.model,
+        base.tokenizer,
+        ["Say hello to a friend."],
+        Conditioning(None, None),
+        max_new_tokens=6,
+        temperature=0,
+    )
     assert 1 <= out[0].tokens <= 6 and out[0].text.strip()
     assert load_base() is base  # loaded once per process

@@ -20,7 +20,12 @@ from steering.train import (
 )
 
 OBJECTIVES = "positivity,conciseness"
-PROMPTS = ["Write a kind note to a neighbour.", "Describe a rainy day.", "Review a cheap hotel.", "Give one tip for sleep."]
+PROMPTS = [
+    "Write a kind note to a neighbour.",
+    "Describe a rainy day.",
+    "Review a cheap hotel.",
+    "Give one tip for sleep.",
+]
 
 
 @pytest.fixture
@@ -67,7 +72,9 @@ def test_sequence_kl_by_hand():
 
 def test_scalarise_by_hand():
     # 0.25 * 2 + 0.75 * (-1) = -0.25
-    assert_close(scalarise(torch.tensor([[0.25, 0.75]]), torch.tensor([[2.0, -1.0]])), torch.tensor([-0.25]))
+    assert_close(
+        scalarise(torch.tensor([[0.25, 0.75]]), torch.tensor([[2.0, -1.0]])), torch.tensor([-0.25])
+    )
 
 
 def test_training_weightings_stay_on_the_simplex():
@@ -79,8 +86,12 @@ def test_training_weightings_stay_on_the_simplex():
     assert set(map(tuple, corners)) <= {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)}
 
 
-@pytest.mark.parametrize("method,algo", [("clp", "rloo"), ("clp", "rsf"), ("prompt", "rsf"), ("soups", "rloo")])
-def test_two_steps_change_adapters_and_not_the_base(tiny_base, tmp_path, prompts_file, method, algo):
+@pytest.mark.parametrize(
+    "method,algo", [("clp", "rloo"), ("clp", "rsf"), ("prompt", "rsf"), ("soups", "rloo")]
+)
+def test_two_steps_change_adapters_and_not_the_base(
+    tiny_base, tmp_path, prompts_file, method, algo
+):
     # rsf: 4 prompts x 3 weightings = 12 examples in batches of 6 -> two steps
     config = tiny_config(tmp_path, prompts_file, method=method, algo=algo, steps=2, batch_size=6)
     frozen = {n: p.detach().clone() for n, p in tiny_base.model.named_parameters()}
@@ -119,9 +130,13 @@ def test_resume_reproduces_an_uninterrupted_run(make_tiny, tokenizer, tmp_path, 
 
     straight = Trainer(tiny_config(tmp_path / "a", prompts_file, algo="rloo", steps=4), fresh())
     straight.run_rloo()
-    first = Trainer(tiny_config(tmp_path / "b", prompts_file, algo="rloo", steps=2, checkpoint_every=2), fresh())
+    first = Trainer(
+        tiny_config(tmp_path / "b", prompts_file, algo="rloo", steps=2, checkpoint_every=2), fresh()
+    )
     first.run_rloo()
-    resumed = Trainer(tiny_config(tmp_path / "b", prompts_file, algo="rloo", steps=4, resume=True), fresh())
+    resumed = Trainer(
+        tiny_config(tmp_path / "b", prompts_file, algo="rloo", steps=4, resume=True), fresh()
+    )
     assert resumed.state.step == 2
     resumed.run_rloo()
     for a, b in zip(straight.parameters, resumed.parameters, strict=True):

@@ -6,20 +6,35 @@ import subprocess
 import sys
 
 import pytest
-from app_fixtures import tiny_env  # noqa: F401  (fixture)
 
 
 def run_cli(*args, root=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if root is not None:
-        env.update(STEERING_BASE_MODEL=str(root / "tiny-base"), STEERING_ADAPTERS=str(root / "adapters"))
+        env.update(
+            STEERING_BASE_MODEL=str(root / "tiny-base"), STEERING_ADAPTERS=str(root / "adapters")
+        )
     return subprocess.run(
-        [sys.executable, "-m", "steering", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "steering", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
 def test_generate_json_prints_normalised_weights(tiny_env):
-    out = run_cli("generate", "--prompt", "Say hello", "--weights", "3,1", "--max-new-tokens", "5", "--json", root=tiny_env)
+    out = run_cli(
+        "generate",
+        "--prompt",
+        "Say hello",
+        "--weights",
+        "3,1",
+        "--max-new-tokens",
+        "5",
+        "--json",
+        root=tiny_env,
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["weights"] == [0.75, 0.25]
@@ -52,7 +67,16 @@ def test_objectives_json_lists_the_registry():
     out = run_cli("objectives", "--json")
     assert out.returncode == 0, out.stderr
     names = {row["name"] for row in json.loads(out.stdout)}
-    assert {"positivity", "harmlessness", "relevance", "conciseness", "readability", "fluency", "classifier", "human"} <= names
+    assert {
+        "positivity",
+        "harmlessness",
+        "relevance",
+        "conciseness",
+        "readability",
+        "fluency",
+        "classifier",
+        "human",
+    } <= names
 
 
 def test_train_help_shows_field_docs():
