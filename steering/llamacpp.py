@@ -20,11 +20,13 @@ that does not fit) falls back to the torch backend with one line in the log sayi
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import importlib.util
 import logging
 import os
+import queue
 import shutil
 import tempfile
 import threading
@@ -465,6 +467,14 @@ class LlamaCppRuntime:
 
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
 
+    def last_logits(self) -> np.ndarray:
+        """(V,) float32 next-token logits after the last decode (a copy); caller holds `lock`."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
+        logits = llama_cpp.llama_get_logits_ith(self.ctx, -1)
+        return np.ctypeslib.as_array(logits, shape=(vocab,)).copy()
+
     def tokens(
         self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float, seed: int
     ) -> Iterator[int]:
@@ -575,9 +585,8 @@ class LlamaCppSteerer:
             return weights_prompt(prompt, w, self.objectives), [(a, 1.0) for a in self.adapters]
         return prompt, list(zip(self.adapters, w, strict=True))
 
-    def _run(self, prompt: str, w: tuple[float, ...], decoding: dict) -> Iterator[int]:
-        text, adapters = self._request(prompt, w)
-        ids = self.runtime.prompt_ids(text, decoding["max_new_tokens"])
+    def _tokens(self, ids: list[int], adapters, decoding: dict) -> Iterator[int]:
+        """Sampled token ids under these adapter scales, holding the context's lock throughout."""
         with self.runtime.lock:
             self.runtime.set_adapters(adapters)
             yield from self.runtime.tokens(ids, **decoding)
@@ -599,22 +608,19 @@ class LlamaCppSteerer:
         if not prompts:
             raise UserError("no prompts were given")
         w = self.normalised_weights(weights, len(prompts))
+        rows = [tuple(row) for row in w.tolist()]
+        # every prompt is checked before the first one runs
+        requests = [self._request(prompt, row) for prompt, row in zip(prompts, rows, strict=True)]
+        ids = [self.runtime.prompt_ids(text, max_new_tokens) for text, _ in requests]
         results = []
-        for i, (prompt, row) in enumerate(zip(prompts, w.tolist(), strict=True)):
+        for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True)):
             start = time.perf_counter()
             decoding = dict(
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed + i
             )
-            tokens = list(self._run(prompt, tuple(row), decoding))
-            results.append(
-                Generation(
-                    prompt,
-                    self.runtime.text(tokens),
-                    tuple(row),
-                    len(tokens),
-                    time.perf_counter() - start,
-                )
-            )
+            tokens = list(self._tokens(ids[i], requests[i][1], decoding))
+            seconds = time.perf_counter() - start
+            results.append(Generation(prompt, self.runtime.text(tokens), row, len(tokens), seconds))
         return results
 
     def stream(
@@ -626,18 +632,47 @@ class LlamaCppSteerer:
         top_p: float = 0.95,
         seed: int = 0,
     ) -> Iterator[str]:
-        """The response text so far, after every token. Holds the context's lock while it runs."""
+        """The response text so far, after every token.
+
+        As in the torch backend, the model runs start to finish on a thread of its own that
+        holds the context's lock, so the caller may iterate from any thread, and a consumer that
+        walks away keeps the lock for at most max_new_tokens. Closing the iterator stops early.
+        """
         _check_decoding(max_new_tokens, temperature, top_p)
         row = tuple(self.normalised_weights(weights, 1)[0].tolist())
         decoding = dict(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
         )
-        tokens: list[int] = []
-        for token in self._run(prompt, row, decoding):
-            if token in self.runtime.stops:
-                break
-            tokens.append(token)
-            yield self.runtime.text(tokens)
+        text, adapters = self._request(prompt, row)
+        ids = self.runtime.prompt_ids(text, max_new_tokens)
+        chunks: queue.Queue = queue.Queue()
+        stop = threading.Event()
+
+        def produce():
+            try:
+                tokens: list[int] = []
+                with contextlib.closing(self._tokens(ids, adapters, decoding)) as sampled:
+                    for token in sampled:
+                        if token in self.runtime.stops or stop.is_set():
+                            break
+                        tokens.append(token)
+                        chunks.put(("text", self.runtime.text(tokens)))
+            except BaseException as error:  # noqa: BLE001 (handed to the consumer)
+                chunks.put(("error", error))
+            else:
+                chunks.put(("done", None))
+
+        threading.Thread(target=produce, name="llamacpp-stream", daemon=True).start()
+        try:
+            while True:
+                kind, value = chunks.get()
+                if kind == "error":
+                    raise value
+                if kind == "done":
+                    return
+                yield value
+        finally:
+            stop.set()
 
 
 @cache

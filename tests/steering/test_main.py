@@ -83,3 +83,33 @@ def test_train_help_shows_field_docs():
     out = run_cli("train", "--help")
     assert out.returncode == 0
     assert "leave-one-out" in out.stdout and "--dirichlet-alpha" in out.stdout
+
+
+def test_train_reward_reads_ratings_from_the_database(tmp_path):
+    """`train-reward --db URL` trains the human reward from ratings stored by the app's storage."""
+    from uuid import uuid4
+
+    from storage.engine import make_engine, upgrade
+    from storage.repository import add_comparison, add_generation, add_rating, ensure_rater
+
+    url = f"sqlite:///{tmp_path / 'ratings.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    rater = ensure_rater(engine, "rater-1")
+    polite = ["Thank you so much, I would be glad to help you with that.", "Happy to help, here is a kind answer."]
+    rude = ["Figure it out yourself, this is a stupid question.", "Go away, I am not answering that."]
+    for k in range(30):
+        prompt = f"Question number {k}: can you help me with my homework?"
+        ids = [
+            add_generation(engine, prompt, text, "clp", "test", [0.5, 0.5], ["positivity", "relevance"], 0, {}, 10, 0.1)
+            for text in (polite[k % 2], rude[k % 2])
+        ]
+        comparison = add_comparison(engine, ids[0], ids[1])
+        # the polite answer wins; it is shown as A in even and as B in odd comparisons
+        add_rating(engine, comparison, rater, "a", str(uuid4()), likert={"positivity": 1 + k % 2})
+    out = run_cli("train-reward", "--db", url, "--out", str(tmp_path / "reward"))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["pairs"] == 30 and report["heldout_accuracy"] >= 0.8
+    refused = run_cli("train-reward", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--out", str(tmp_path / "r2"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
