@@ -96,12 +96,30 @@ def test_train_reward_reads_ratings_from_the_database(tmp_path):
     upgrade(url)
     engine = make_engine(url)
     rater = ensure_rater(engine, "rater-1")
-    polite = ["Thank you so much, I would be glad to help you with that.", "Happy to help, here is a kind answer."]
-    rude = ["Figure it out yourself, this is a stupid question.", "Go away, I am not answering that."]
+    polite = [
+        "Thank you so much, I would be glad to help you with that.",
+        "Happy to help, here is a kind answer.",
+    ]
+    rude = [
+        "Figure it out yourself, this is a stupid question.",
+        "Go away, I am not answering that.",
+    ]
     for k in range(30):
         prompt = f"Question number {k}: can you help me with my homework?"
         ids = [
-            add_generation(engine, prompt, text, "clp", "test", [0.5, 0.5], ["positivity", "relevance"], 0, {}, 10, 0.1)
+            add_generation(
+                engine,
+                prompt,
+                text,
+                "clp",
+                "test",
+                [0.5, 0.5],
+                ["positivity", "relevance"],
+                0,
+                {},
+                10,
+                0.1,
+            )
             for text in (polite[k % 2], rude[k % 2])
         ]
         comparison = add_comparison(engine, ids[0], ids[1])
@@ -111,5 +129,7 @@ def test_train_reward_reads_ratings_from_the_database(tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["pairs"] == 30 and report["heldout_accuracy"] >= 0.8
-    refused = run_cli("train-reward", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--out", str(tmp_path / "r2"))
+    refused = run_cli(
+        "train-reward", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--out", str(tmp_path / "r2")
+    )
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
