@@ -32,7 +32,9 @@ import tempfile
 import threading
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -58,6 +60,10 @@ BACKEND_ENV = "STEERING_BACKEND"
 THREADS_ENV = "STEERING_THREADS"
 CONTEXT_ENV = "STEERING_LLAMACPP_CONTEXT"
 REPACK_ENV = "STEERING_LLAMACPP_REPACK"
+MIX_ENV = "STEERING_LLAMACPP_MIX"
+MIXES = ("merged", "scales")
+# merged adapters kept per process (about 5 MB each for the shipped rank-4 bank)
+MERGED_CACHE = 8
 DEFAULT_CONTEXT = 2048
 # Bump when the exported files change meaning, so stale caches are rewritten.
 EXPORT_VERSION = "1"
@@ -375,12 +381,41 @@ def _tokenizer(path: Path):
     )
 
 
-class LlamaCppRuntime:
-    """The base GGUF in llama.cpp: one model with every loaded adapter, one context, one lock.
+@dataclass(frozen=True)
+class Mix:
+    """What one request asks of the adapters: scale s_k for adapter k of a loaded bank."""
 
-    Adapter scales live on the context, so whoever sets them must hold `lock` until its
-    generation ends; a plain Lock (not RLock) because a streaming generator may be resumed,
-    and so release the lock, on another thread (Gradio does this).
+    handles: tuple[object, ...]
+    paths: tuple[Path, ...]
+    scales: tuple[float, ...]
+    merge: bool = True
+
+
+@cache
+def _lora_file(
+    path: Path, stamp: int
+) -> tuple[float, str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """(alpha, arch, {weight name: (lora_a (r, in), lora_b (out, r))}) of an exported adapter;
+    `stamp` (the file's mtime) keys the cache so a rewritten export is read again."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(path))
+    tensors = {t.name: np.asarray(t.data, dtype=np.float32) for t in reader.tensors}
+    weights = sorted({name.rsplit(".", 1)[0] for name in tensors})
+    pairs = {w: (tensors[f"{w}.lora_a"], tensors[f"{w}.lora_b"]) for w in weights}
+    alpha = float(reader.fields["adapter.lora.alpha"].contents())
+    return alpha, reader.fields["general.architecture"].contents(), pairs
+
+
+class LlamaCppRuntime:
+    """The base GGUF in llama.cpp: one model with every loaded adapter, one context, and one
+    thread that runs everything that computes on them.
+
+    Adapter scales live on the context, so a generation (set the scales, then decode every
+    token) runs as one job on that thread while holding `lock`: two requests never see each
+    other's scales. One long-lived thread also keeps llama.cpp's OpenMP team in one place:
+    decoding from changing threads, after the main thread had decoded, ran at half the speed
+    and erratically on this 2-vCPU machine.
     """
 
     def __init__(self, path: Path, threads: int, context: int):
@@ -413,11 +448,15 @@ class LlamaCppRuntime:
         self.threads = threads
         self.context = llama_cpp.llama_n_ctx(self.ctx)
         self.lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamacpp")
         # the tokenizer the torch backend uses, so both backends see identical prompt tokens
         self.tokenizer = _tokenizer(path)
         vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.stops = {self.tokenizer.eos_token_id, llama_cpp.llama_vocab_eos(vocab)} - {None, -1}
         self._adapters: dict[Path, object] = {}
+        self._merged: OrderedDict[tuple, object] = (
+            OrderedDict()
+        )  # touched on the compute thread only
 
     def load_adapter(self, path: Path):
         """A llama.cpp adapter handle, loaded onto the model once."""
@@ -430,8 +469,92 @@ class LlamaCppRuntime:
             self._adapters[path] = handle
         return self._adapters[path]
 
+    def submit(self, job, *args) -> Future:
+        """Run job(*args) on the compute thread, holding `lock`."""
+
+        def locked():
+            with self.lock:
+                return job(*args)
+
+        return self._worker.submit(locked)
+
+    def generation(self, ids, mix: Mix, decoding: dict, emit, stop: threading.Event) -> Future:
+        """Decode one response under `mix` on the compute thread, calling emit(token) for each
+        sampled token (the stop token included) until done or `stop` is set."""
+
+        def job():
+            self.set_adapters(self.adapters_for(mix))
+            self._evict_merged()
+            with contextlib.closing(self.tokens(ids, **decoding)) as sampled:
+                for token in sampled:
+                    emit(token)
+                    if stop.is_set():
+                        return
+
+        return self.submit(job)
+
+    def adapters_for(self, mix: Mix) -> list[tuple[object, float]]:
+        """(adapter, scale) pairs computing sum_k s_k (alpha/r) B_k A_k; run it through `submit`.
+
+        With `merge`, two or more non-zero scales become one adapter of rank n*r holding
+        [A_1; ...; A_n] and [s_1 B_1 | ... | s_n B_n] (alpha n*alpha keeps the alpha/r factor),
+        built once per distinct weighting: llama.cpp pays a fixed cost per adapter and per
+        adapted matmul, so one adapter decodes faster than n (docs/backends.md).
+        """
+        used = [k for k, scale in enumerate(mix.scales) if scale != 0.0]
+        if not mix.merge or len(used) < 2:
+            return [(mix.handles[k], mix.scales[k]) for k in used]
+        key = tuple((mix.paths[k], mix.scales[k]) for k in used)
+        if key not in self._merged:
+            self._merged[key] = self._load_merged(
+                [mix.paths[k] for k in used], [mix.scales[k] for k in used]
+            )
+        self._merged.move_to_end(key)
+        return [(self._merged[key], 1.0)]
+
+    def _load_merged(self, paths: list[Path], scales: list[float]):
+        import gguf
+        import llama_cpp
+
+        parts = [_lora_file(path, path.stat().st_mtime_ns) for path in paths]
+        alpha, arch = parts[0][0], parts[0][1]
+        fd, name = tempfile.mkstemp(suffix=".gguf", prefix="steering-merged-")
+        os.close(fd)
+        try:
+            writer = gguf.GGUFWriter(name, arch=arch)
+            writer.add_type(gguf.GGUFType.ADAPTER)
+            writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+            writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha * len(paths))
+            for weight in parts[0][2]:
+                a = np.concatenate([part[2][weight][0] for part in parts], axis=0)  # (n*r, in)
+                b = np.concatenate(
+                    [scale * part[2][weight][1] for scale, part in zip(scales, parts, strict=True)],
+                    axis=1,
+                )  # (out, n*r)
+                writer.add_tensor(f"{weight}.lora_a", np.ascontiguousarray(a, dtype=np.float32))
+                writer.add_tensor(f"{weight}.lora_b", np.ascontiguousarray(b, dtype=np.float32))
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+            writer.close()
+            # llama.cpp copies the tensors into its own buffers, so the file can go at once
+            handle = llama_cpp.llama_adapter_lora_init(self.model, name.encode())
+        finally:
+            os.unlink(name)
+        if not handle:
+            raise RuntimeError("llama.cpp could not load a merged adapter")
+        return handle
+
+    def _evict_merged(self) -> None:
+        """Free the least recently used merged adapters; the active one is the most recent."""
+        import llama_cpp
+
+        while len(self._merged) > MERGED_CACHE:
+            _, handle = self._merged.popitem(last=False)
+            llama_cpp.llama_adapter_lora_free(handle)
+
     def set_adapters(self, adapters: list[tuple[object, float]]) -> None:
-        """Make exactly these (adapter, scale) pairs active on the context; caller holds `lock`."""
+        """Make exactly these (adapter, scale) pairs active on the context; run it through `submit`."""
         import llama_cpp
 
         used = [(a, s) for a, s in adapters if s != 0.0]
@@ -468,7 +591,7 @@ class LlamaCppRuntime:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
 
     def last_logits(self) -> np.ndarray:
-        """(V,) float32 next-token logits after the last decode (a copy); caller holds `lock`."""
+        """(V,) float32 next-token logits after the last decode (a copy); run it through `submit`."""
         import llama_cpp
 
         vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
@@ -478,7 +601,7 @@ class LlamaCppRuntime:
     def tokens(
         self, ids: list[int], max_new_tokens: int, temperature: float, top_p: float, seed: int
     ) -> Iterator[int]:
-        """Sampled token ids, ending with a stop token or after max_new_tokens; caller holds `lock`.
+        """Sampled token ids, ending with a stop token or after max_new_tokens; run it through `submit`.
 
         Sampling mirrors `steering.generate._sample`: greedy at temperature 0, else temperature
         before nucleus (llama-cpp-python's own chain applies top_p before temperature).
@@ -554,8 +677,10 @@ class LlamaCppSteerer:
     runtime: LlamaCppRuntime
     objectives: tuple[str, ...]
     adapters: tuple[object, ...]  # llama.cpp handles, one per adapter of the bank
+    adapter_paths: tuple[Path, ...]  # their exported GGUF files
     metadata: AdapterMetadata | None
     adapter_dir: Path | None
+    merge: bool = True  # one merged adapter per weighting (else K adapters with K scales)
     backend: ClassVar[str] = "llamacpp"
 
     @property
@@ -574,22 +699,16 @@ class LlamaCppSteerer:
             raise UserError(f"{rows} prompts but {w.shape[0]} weightings")
         return w
 
-    def _request(self, prompt: str, w: tuple[float, ...]) -> tuple[str, list[tuple[object, float]]]:
-        """The text the model sees and the (adapter, scale) pairs for one normalised weighting."""
+    def _request(self, prompt: str, w: tuple[float, ...]) -> tuple[str, Mix]:
+        """The text the model sees and the adapter scales for one normalised weighting."""
         from steering.methods import weights_prompt
 
-        if self.method == "base":
-            return prompt, []
         if self.method == "prompt":
             # the weighting goes into the prompt; the one conditional adapter runs at full scale
-            return weights_prompt(prompt, w, self.objectives), [(a, 1.0) for a in self.adapters]
-        return prompt, list(zip(self.adapters, w, strict=True))
-
-    def _tokens(self, ids: list[int], adapters, decoding: dict) -> Iterator[int]:
-        """Sampled token ids under these adapter scales, holding the context's lock throughout."""
-        with self.runtime.lock:
-            self.runtime.set_adapters(adapters)
-            yield from self.runtime.tokens(ids, **decoding)
+            text, scales = weights_prompt(prompt, w, self.objectives), (1.0,) * len(self.adapters)
+        else:
+            text, scales = prompt, (w if self.adapters else ())
+        return text, Mix(self.adapters, self.adapter_paths, tuple(scales), self.merge)
 
     def generate(
         self,
@@ -618,7 +737,10 @@ class LlamaCppSteerer:
             decoding = dict(
                 max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed + i
             )
-            tokens = list(self._tokens(ids[i], requests[i][1], decoding))
+            tokens: list[int] = []
+            self.runtime.generation(
+                ids[i], requests[i][1], decoding, tokens.append, threading.Event()
+            ).result()
             seconds = time.perf_counter() - start
             results.append(Generation(prompt, self.runtime.text(tokens), row, len(tokens), seconds))
         return results
@@ -634,56 +756,40 @@ class LlamaCppSteerer:
     ) -> Iterator[str]:
         """The response text so far, after every token.
 
-        As in the torch backend, the model runs start to finish on a thread of its own that
-        holds the context's lock, so the caller may iterate from any thread, and a consumer that
-        walks away keeps the lock for at most max_new_tokens. Closing the iterator stops early.
+        The tokens come from the runtime's compute thread, so the caller may iterate from any
+        thread; closing the iterator (or walking away from it) stops the generation at the next
+        token, and it never runs past max_new_tokens.
         """
         _check_decoding(max_new_tokens, temperature, top_p)
         row = tuple(self.normalised_weights(weights, 1)[0].tolist())
         decoding = dict(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
         )
-        text, adapters = self._request(prompt, row)
+        text, mix = self._request(prompt, row)
         ids = self.runtime.prompt_ids(text, max_new_tokens)
-        chunks: queue.Queue = queue.Queue()
+        sampled: queue.Queue = queue.Queue()
         stop = threading.Event()
-
-        def produce():
-            try:
-                tokens: list[int] = []
-                with contextlib.closing(self._tokens(ids, adapters, decoding)) as sampled:
-                    for token in sampled:
-                        if token in self.runtime.stops or stop.is_set():
-                            break
-                        tokens.append(token)
-                        chunks.put(("text", self.runtime.text(tokens)))
-            except BaseException as error:  # noqa: BLE001 (handed to the consumer)
-                chunks.put(("error", error))
-            else:
-                chunks.put(("done", None))
-
-        threading.Thread(target=produce, name="llamacpp-stream", daemon=True).start()
+        job = self.runtime.generation(ids, mix, decoding, sampled.put, stop)
+        job.add_done_callback(lambda _: sampled.put(None))
+        tokens: list[int] = []
         try:
-            while True:
-                kind, value = chunks.get()
-                if kind == "error":
-                    raise value
-                if kind == "done":
-                    return
-                yield value
+            while (token := sampled.get()) is not None and token not in self.runtime.stops:
+                tokens.append(token)
+                yield self.runtime.text(tokens)
+            job.result()  # a failed generation raises here
         finally:
             stop.set()
 
 
 @cache
 def _load(
-    method: str, adapter_dir: Path | None, base_path: Path, threads: int, context: int
+    method: str, adapter_dir: Path | None, base_path: Path, threads: int, context: int, merge: bool
 ) -> LlamaCppSteerer:
     from steering.methods import ADAPTER_OF_METHOD, default_adapter_dir, shipped_objectives
 
     if method == "base":
         runtime = _runtime(base_path, threads, context)
-        return LlamaCppSteerer(method, runtime, shipped_objectives(), (), None, None)
+        return LlamaCppSteerer(method, runtime, shipped_objectives(), (), (), None, None, merge)
     directory = adapter_dir or default_adapter_dir(method).resolve()
     if not directory.exists():
         raise UserError(
@@ -704,7 +810,9 @@ def _load(
         raise UserError(
             f"adapter in {directory} has {len(adapters)} adapters for {len(objectives)} objectives"
         )
-    return LlamaCppSteerer(method, runtime, objectives, adapters, metadata, directory)
+    return LlamaCppSteerer(
+        method, runtime, objectives, adapters, tuple(paths), metadata, directory, merge
+    )
 
 
 def load_llamacpp_steerer(
@@ -712,11 +820,20 @@ def load_llamacpp_steerer(
     adapter_dir: str | Path | None = None,
     base_path: str | None = None,
     threads: int | None = None,
+    mix: str | None = None,
 ) -> LlamaCppSteerer:
-    """The method on llama.cpp, loaded once per process; every method shares one runtime."""
+    """The method on llama.cpp, loaded once per process; every method shares one runtime.
+
+    `mix` (else STEERING_LLAMACPP_MIX, else `merged`) chooses how a weighting reaches
+    llama.cpp: `merged` builds one adapter per distinct weighting (a few milliseconds, cached),
+    `scales` sets the K exported adapters' scales to w. Both compute the same sum.
+    """
     from steering.methods import check_method
 
     check_method(method)
+    mix = (mix or os.environ.get(MIX_ENV) or "merged").strip().lower()
+    if mix not in MIXES:
+        raise UserError(f"llama.cpp mix {mix!r} is unknown; choose one of {', '.join(MIXES)}")
     if method == "logits":
         raise UserError("logit mixing runs on the torch backend only")
     if method == "base" and adapter_dir:
@@ -732,7 +849,7 @@ def load_llamacpp_steerer(
         )
     context = int(os.environ.get(CONTEXT_ENV, DEFAULT_CONTEXT))
     directory = Path(adapter_dir).resolve() if adapter_dir else None
-    return _load(method, directory, path, threads or default_threads(), context)
+    return _load(method, directory, path, threads or default_threads(), context, mix == "merged")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,8 +876,26 @@ def _synthetic_adapter(directory: Path, objectives: tuple[str, ...]) -> Path:
     return save_bank(base.model, name, directory, AdapterMetadata(spec, base.identity))
 
 
+@contextlib.contextmanager
+def _full_length(runtime: LlamaCppRuntime):
+    """Both backends ignore their stop tokens, so every run decodes exactly max_new_tokens.
+
+    Otherwise a steered model that answers in four tokens (the shipped clp at high
+    conciseness does) would look slow: its time would be mostly the prompt.
+    """
+    from unittest import mock
+
+    stops, runtime.stops = runtime.stops, set()
+    try:
+        with mock.patch("steering.generate.stop_token_ids", lambda model, tokenizer: set()):
+            yield
+    finally:
+        runtime.stops = stops
+
+
 def _stream_rate(steerer, prompts: list[str], weights, max_new_tokens: int) -> tuple[float, float]:
-    """(tokens per second over all prompts, median seconds to the first token), one stream."""
+    """(tokens per second over all prompts, median seconds to the first token), one stream;
+    the seconds include reading the prompt, as a user waits for it."""
     tokens, elapsed, first = 0, 0.0, []
     for seed, prompt in enumerate(prompts):
         start = time.perf_counter()
@@ -778,11 +913,13 @@ def _stream_rate(steerer, prompts: list[str], weights, max_new_tokens: int) -> t
 
 def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) -> dict:
     """Single-stream tokens/s and time to first token of llama.cpp without adapters, llama.cpp
-    steered at the middle of the simplex, and torch bfloat16 steered at the same w, in one run.
+    steered at the middle of the simplex (one merged adapter, and K adapters with K scales), and
+    torch bfloat16 steered at the same w, in one run.
 
-    Uses the shipped clp adapter when there is one, else a random one of the same shape. The
-    three are measured in turn within each round and the median round is reported, so load
-    from other processes hits all three alike.
+    Uses the shipped clp adapter when there is one, else a random one of the same shape. Every
+    run decodes exactly `max_new_tokens` (stop tokens ignored). The three are measured in turn
+    within each round and the median round is reported, so load from other processes hits all
+    three alike.
     """
     import torch
 
@@ -805,17 +942,19 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
             )
         runs = {
             "llamacpp_base": load_llamacpp_steerer("base"),
-            "llamacpp_steered": load_llamacpp_steerer("clp", adapter_dir),
+            "llamacpp_steered": load_llamacpp_steerer("clp", adapter_dir, mix="merged"),
+            "llamacpp_steered_scales": load_llamacpp_steerer("clp", adapter_dir, mix="scales"),
             "torch_steered": load_steerer("clp", adapter_dir, dtype="bfloat16"),
         }
         k = len(runs["llamacpp_steered"].objectives)
         weights = [1.0 / k] * k
-        for steerer in runs.values():  # warm-up: first-call allocations and graph building
-            list(steerer.stream(texts[0], weights, max_new_tokens=4))
         measured = {name: [] for name in runs}
-        for _ in range(rounds):
-            for name, steerer in runs.items():
-                measured[name].append(_stream_rate(steerer, texts, weights, max_new_tokens))
+        with _full_length(runs["llamacpp_steered"].runtime):
+            for steerer in runs.values():  # warm-up: first-call allocations and graph building
+                list(steerer.stream(texts[0], weights, max_new_tokens=4))
+            for _ in range(rounds):
+                for name, steerer in runs.items():
+                    measured[name].append(_stream_rate(steerer, texts, weights, max_new_tokens))
     result = {}
     for name, values in measured.items():
         rates = sorted(values)

@@ -312,12 +312,15 @@ def test_greedy_tokens_agree_with_torch_on_the_same_dequantised_weights(tmp_path
     base = load_base(str(f32), dtype="float32")
     # a strong adapter (std 0.1 moves logits by several units) so a wrong export cannot hide
     adapter = save_random_adapter(base, tmp_path / "clp", 0.1)
-    fast = llamacpp.load_llamacpp_steerer("clp", adapter, base_path=str(f32), threads=THREADS)
     reference = load_steerer("clp", adapter, base_path=str(f32), dtype="float32")
-    ours = fast.generate(eval_prompts, WEIGHTS, max_new_tokens=16, temperature=0)
     theirs = reference.generate(eval_prompts, WEIGHTS, max_new_tokens=16, temperature=0)
-    agree = sum(a.text == b.text for a, b in zip(ours, theirs, strict=True))
-    assert agree >= 0.8 * len(eval_prompts), f"{agree}/{len(eval_prompts)} prompts agree"
+    for mix in llamacpp.MIXES:
+        fast = llamacpp.load_llamacpp_steerer(
+            "clp", adapter, base_path=str(f32), threads=THREADS, mix=mix
+        )
+        ours = fast.generate(eval_prompts, WEIGHTS, max_new_tokens=16, temperature=0)
+        agree = sum(a.text == b.text for a, b in zip(ours, theirs, strict=True))
+        assert agree >= 0.8 * len(eval_prompts), f"{mix}: {agree}/{len(eval_prompts)} agree"
     plain = fast.generate(eval_prompts[:5], [0, 0, 1], max_new_tokens=16, temperature=0)
     assert any(a.text != b.text for a, b in zip(ours[:5], plain, strict=True)), (
         "the adapter changed nothing"
@@ -339,15 +342,21 @@ def teacher_forced_agreement(fast, reference, prompts, weights, steps=16) -> flo
         ]
         with torch.no_grad(), conditioned(model, reference.bank, torch.tensor([weights])):
             logits = model(input_ids=torch.tensor([ids + response])).logits[0, len(ids) - 1 :]
-        with runtime.lock:
-            runtime.set_adapters(list(zip(fast.adapters, weights, strict=True)))
+
+        def llama_argmaxes(ids=ids, response=response):
+            mix = llamacpp.Mix(fast.adapters, fast.adapter_paths, tuple(weights), fast.merge)
+            runtime.set_adapters(runtime.adapters_for(mix))
             runtime.clear()
             runtime.decode(ids)
-            for position in range(len(response) + 1):
-                agree += int(runtime.last_logits().argmax() == int(logits[position].argmax()))
-                total += 1
-                if position < len(response):
-                    runtime.decode([response[position]])
+            chosen = [int(runtime.last_logits().argmax())]
+            for token in response:
+                runtime.decode([token])
+                chosen.append(int(runtime.last_logits().argmax()))
+            return chosen
+
+        chosen = runtime.submit(llama_argmaxes).result()
+        agree += sum(int(c == int(logits[i].argmax())) for i, c in enumerate(chosen))
+        total += len(chosen)
     return agree / total
 
 
