@@ -2,6 +2,11 @@
 # Installs exactly what `make install` installs; tests/test_app.py checks the two agree.
 FROM python:3.11-slim
 
+# llama-cpp-python builds from source: a C++ compiler and cmake, for this image only.
+RUN apt-get update && \
+    apt-get install -y --no-install-recommends build-essential cmake && \
+    rm -rf /var/lib/apt/lists/*
+
 # Spaces run the container as user 1000.
 RUN useradd --create-home --uid 1000 user
 USER user
@@ -15,6 +20,9 @@ ENV HOME=/home/user \
     PORT=7860
 # CPU wheels of the pinned torch: the same version without gigabytes of CUDA libraries.
 ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# The image is built on one machine and run on another: llama.cpp for any x86-64 CPU with AVX2
+# rather than for the build machine's own instruction set.
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 WORKDIR /home/user/app
 
 # Assets come after the install, so a retrained adapter does not reinstall the dependencies.

@@ -46,8 +46,9 @@ from app_plots import (  # noqa: E402
 )
 from steering.errors import UserError  # noqa: E402
 from steering.evaluate import DEFAULT_REFERENCE  # noqa: E402
+from steering.llamacpp import LlamaCppSteerer, backend_of, resolve_backend  # noqa: E402
+from steering.llamacpp import load_backend_steerer as _load_steerer  # noqa: E402
 from steering.methods import METHODS, Steerer, check_method, default_adapter_dir  # noqa: E402
-from steering.methods import load_steerer as _load_steerer  # noqa: E402
 from steering.mixing import ADAPTER_FILE, METADATA_FILE, check_weights, read_metadata  # noqa: E402
 from steering.objectives import (  # noqa: E402
     DEFAULT_OBJECTIVES,
@@ -211,6 +212,7 @@ class SteeringApp:
         queue_size: int = 32,
         sweep_batch: int = 8,
         dtype: str | None = None,
+        backend: str | None = None,
     ):
         self.database_url = database_url or default_database_url()
         self.objectives = tuple(objectives or shipped_objectives())
@@ -219,6 +221,11 @@ class SteeringApp:
         self.queue_size = queue_size
         self.sweep_batch = sweep_batch
         self.dtype = dtype or os.environ.get("STEERING_DTYPE", "bfloat16")
+        # single responses stream from this backend (None: llama.cpp when it can serve the
+        # model, else torch); batches of weightings always run on torch
+        self.backend = backend
+        resolve_backend(backend)  # an unknown name fails here, before any request
+        self._steerers: dict[tuple[str, bool], Steerer | LlamaCppSteerer] = {}
         self._engine = None
         self._engine_lock = threading.Lock()
         self._load_lock = threading.Lock()
@@ -269,17 +276,33 @@ class SteeringApp:
             return "Loading the model… the page works meanwhile; requests wait for it."
         if self._load_error:
             return f"The {self.default_method} method did not load: {shown(self._load_error)}"
-        return f"Model ready ({self.default_method}; objectives: {', '.join(self.objectives)})."
+        backend = "llama.cpp" if self.serving_backend() == "llamacpp" else "torch"
+        return (
+            f"Model ready ({self.default_method} on {backend}; "
+            f"objectives: {', '.join(self.objectives)})."
+        )
+
+    def serving_backend(self) -> str:
+        """The backend the default method streams from (llamacpp unless it fell back)."""
+        return backend_of(self.steerer(self.default_method))
 
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
 
-    def steerer(self, method: str) -> Steerer:
+    def steerer(self, method: str, batched: bool = False) -> Steerer | LlamaCppSteerer:
+        """The method on the app's backend, or on torch for a batch of weightings: llama.cpp
+        holds one set of adapter scales per context, torch mixes a different w per row in one
+        batched forward (docs/backends.md)."""
         check_method(method)
-        # load_steerer caches per process but is not safe to enter twice at once
+        key = (method, batched)
+        # loaded once per app, so a fallback to torch is decided (and logged) once; the loaders
+        # are not safe to enter twice at once
         with self._load_lock:
-            steerer = _load_steerer(method, dtype=self.dtype)
+            if key not in self._steerers:
+                backend = "torch" if batched else self.backend
+                self._steerers[key] = _load_steerer(method, dtype=self.dtype, backend=backend)
+            steerer = self._steerers[key]
         if tuple(steerer.objectives) != self.objectives:
             raise UserError(
                 f"the {method} adapter steers {', '.join(steerer.objectives)}, but this app "
@@ -334,7 +357,7 @@ class SteeringApp:
 
     # --- model calls --------------------------------------------------------------------------
 
-    def _adapter(self, steerer: Steerer) -> tuple[str, str | None]:
+    def _adapter(self, steerer: Steerer | LlamaCppSteerer) -> tuple[str, str | None]:
         if steerer.adapter_dir is None:
             return "base", None
         directory = Path(steerer.adapter_dir)
@@ -376,7 +399,7 @@ class SteeringApp:
                     w,
                     self.objectives,
                     seed=decoding.seed,
-                    decoding=decoding.stored(),
+                    decoding={**decoding.stored(), "backend": backend_of(steerer)},
                     tokens=n,
                     latency_s=seconds,
                     adapter_sha256=adapter_sha,
@@ -407,7 +430,7 @@ class SteeringApp:
         self, prompt: str, method: str, rows, decoding: Decoding
     ) -> list[ScoredGeneration]:
         """One batch: a response per weighting row, scored and stored."""
-        steerer = self.steerer(method)
+        steerer = self.steerer(method, batched=len(rows) > 1)
         start = time.perf_counter()
         generations = steerer.generate([prompt] * len(rows), rows, **decoding.model_kwargs())
         seconds = time.perf_counter() - start
@@ -908,7 +931,15 @@ def build_demo(app: SteeringApp) -> gr.Blocks:
                     )
                     gr.Examples(examples=[[e] for e in examples], inputs=[prompt])
                     method = gr.Radio(
-                        list(METHODS), value=app.default_method, label="Method", elem_id="method"
+                        list(METHODS),
+                        value=app.default_method,
+                        label="Method",
+                        elem_id="method",
+                        info=(
+                            "logits (logit mixing) always runs on torch; llama.cpp serves the "
+                            "others when installed. Sweeps run on torch, all weightings in one "
+                            "batch."
+                        ),
                     )
                     sliders, used = [], []
                     for name in objectives:

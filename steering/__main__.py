@@ -33,7 +33,8 @@ def parse_weights(text: str) -> list[float]:
 
 
 def cmd_generate(args) -> None:
-    from steering.methods import check_method, load_steerer
+    from steering.llamacpp import backend_of, load_backend_steerer
+    from steering.methods import check_method
     from steering.mixing import check_weights, read_metadata
 
     # everything checkable without the model is checked before the slow load
@@ -47,7 +48,9 @@ def cmd_generate(args) -> None:
             check_weights(
                 weights, len(metadata.training.get("objectives", metadata.spec.objectives))
             )
-    steerer = load_steerer(args.method, args.adapter, args.base_model, args.dtype)
+    steerer = load_backend_steerer(
+        args.method, args.adapter, args.base_model, args.dtype, args.backend
+    )
     weights = weights or [1.0] * len(steerer.objectives)
     decoding = dict(
         max_new_tokens=args.max_new_tokens,
@@ -65,7 +68,13 @@ def cmd_generate(args) -> None:
         "tokens": result.tokens,
         "seconds": round(result.seconds, 3),
     }
-    out.update({"method": args.method, "objectives": list(steerer.objectives)})
+    out.update(
+        {
+            "method": args.method,
+            "objectives": list(steerer.objectives),
+            "backend": backend_of(steerer),
+        }
+    )
     print(json.dumps(out))
 
 
@@ -178,7 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--base-model", help="local model directory or .gguf (default: shipped SmolLM2)"
     )
-    gen.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    gen.add_argument(
+        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="torch backend only"
+    )
+    gen.add_argument(
+        "--backend",
+        help="torch or llamacpp (default: STEERING_BACKEND, else llamacpp when installed; "
+        "logits always runs on torch)",
+    )
     gen.add_argument("--max-new-tokens", type=int, default=96)
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top-p", type=float, default=0.95)

@@ -27,26 +27,24 @@ from steering.prompts import EVAL_PROMPTS, TRAIN_PROMPTS, read_prompts
 PROMPT = "Write a short review of a small Italian restaurant you visited last week."
 
 
-def _tokens_per_second(model, tokenizer, conditioning, repeats=3, max_new_tokens=64) -> float:
-    rates = []
-    for seed in range(repeats):
-        start = time.perf_counter()
-        out = generate(
-            model,
-            tokenizer,
-            [PROMPT],
-            conditioning,
-            max_new_tokens=max_new_tokens,
-            temperature=0.7,
-            seed=seed,
-        )
-        rates.append(out[0].tokens / (time.perf_counter() - start))
-    return statistics.median(rates)
+def _tokens_per_second(model, tokenizer, conditioning, seed=0, max_new_tokens=64) -> float:
+    start = time.perf_counter()
+    out = generate(
+        model,
+        tokenizer,
+        [PROMPT],
+        conditioning,
+        max_new_tokens=max_new_tokens,
+        temperature=0.7,
+        seed=seed,
+    )
+    return out[0].tokens / (time.perf_counter() - start)
 
 
-def bench_generate() -> dict:
-    """Tokens/s of the base model, the unmerged mixed model and the merged copy at one w; an
-    11-point sweep as one batch vs 11 sequential calls."""
+def bench_generate(rounds: int = 5) -> dict:
+    """Tokens/s of the base model, the unmerged mixed model and the merged copy at one w
+    (64 new tokens, one stream, median of `rounds` interleaved rounds); an 11-point sweep as one
+    batch vs 11 sequential calls."""
     base = load_base()
     model, tok = base.model, base.tokenizer
     spec = AdapterSpec(tuple(DEFAULT_OBJECTIVES))
@@ -55,12 +53,22 @@ def bench_generate() -> dict:
         for p in bank_parameters(model, "bench"):
             p.normal_(0, 0.02)  # non-zero B: the cost is the same as a trained bank's
     w = torch.tensor([[0.5, 0.3, 0.2]])
-    _tokens_per_second(model, tok, Conditioning(None, None), repeats=1, max_new_tokens=8)  # warm-up
-    base_rate = _tokens_per_second(model, tok, Conditioning(None, None))
-    mixed_rate = _tokens_per_second(model, tok, Conditioning("bench", w))
     merged = merged_copy(model, "bench", w[0])
-    merged_rate = _tokens_per_second(merged, tok, Conditioning(None, None))
-    del merged
+    runs = {
+        "base": (model, Conditioning(None, None)),
+        "mixed": (model, Conditioning("bench", w)),
+        "merged": (merged, Conditioning(None, None)),
+    }
+    for run_model, conditioning in runs.values():  # warm-up
+        _tokens_per_second(run_model, tok, conditioning, max_new_tokens=8)
+    # the three take turns within each round, so load from other processes hits them alike;
+    # the median round of each is reported
+    rates = {name: [] for name in runs}
+    for seed in range(rounds):
+        for name, (run_model, conditioning) in runs.items():
+            rates[name].append(_tokens_per_second(run_model, tok, conditioning, seed=seed))
+    base_rate, mixed_rate, merged_rate = (statistics.median(rates[n]) for n in runs)
+    del merged, runs
     sweep = torch.tensor(
         [[t, (1 - t) / 2, (1 - t) / 2] for t in np.linspace(0, 1, 11)], dtype=torch.float32
     )

@@ -48,7 +48,6 @@ from steering.mixing import (
     ADAPTER_FILE,
     METADATA_FILE,
     AdapterMetadata,
-    check_weights,
     read_metadata,
 )
 from steering.policy import chat_prompt, model_identity, resolve_base_model_path
@@ -98,13 +97,19 @@ def load_backend_steerer(
     """The method ready to generate on the chosen backend (`LlamaCppSteerer` or torch `Steerer`).
 
     `dtype` applies to the torch backend only. When llama.cpp cannot serve the request the torch
-    backend is used instead and the log says why; errors that torch would raise as well (an
-    unknown method, a missing adapter directory) surface from torch unchanged.
+    backend is used instead and the log says why (a warning; only an info line when nobody asked
+    for llama.cpp and the base model is a transformers directory, which llama.cpp never reads);
+    errors that torch would raise as well (an unknown method, a missing adapter directory)
+    surface from torch unchanged.
     """
     from steering.methods import check_method, load_steerer
 
     check_method(method)
     chosen = resolve_backend(backend)
+    asked = bool(backend or os.environ.get(BACKEND_ENV, "").strip())
+    if chosen == "llamacpp" and not asked and resolve_base_model_path(base_path).is_dir():
+        logger.info("the base model is a transformers directory; using the torch backend")
+        chosen = "torch"
     if chosen == "llamacpp":
         if method == "logits":
             logger.info("logit mixing runs on the torch backend only; using torch for `logits`")
@@ -692,12 +697,9 @@ class LlamaCppSteerer:
         return load_calibration(self.adapter_dir or default_adapter_dir("clp"))
 
     def normalised_weights(self, weights, rows: int):
-        w = check_weights(weights, len(self.objectives))
-        if w.shape[0] == 1 and rows > 1:
-            w = w.expand(rows, -1)
-        if w.shape[0] != rows:
-            raise UserError(f"{rows} prompts but {w.shape[0]} weightings")
-        return w
+        from steering.methods import weight_rows
+
+        return weight_rows(weights, len(self.objectives), rows)
 
     def _request(self, prompt: str, w: tuple[float, ...]) -> tuple[str, Mix]:
         """The text the model sees and the adapter scales for one normalised weighting."""

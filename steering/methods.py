@@ -68,6 +68,16 @@ def method_conditioning(
     return prompts, Conditioning(bank, weights, mix_logits=method == "logits")
 
 
+def weight_rows(weights, k: int, rows: int) -> torch.Tensor:
+    """(rows, k) checked, normalised weightings: one given row serves every prompt."""
+    w = check_weights(weights, k)
+    if w.shape[0] == 1 and rows > 1:
+        w = w.expand(rows, -1)
+    if w.shape[0] != rows:
+        raise UserError(f"{rows} prompts but {w.shape[0]} weightings")
+    return w
+
+
 def default_adapter_dir(method: str) -> Path:
     return Path(os.environ.get("STEERING_ADAPTERS", ADAPTERS)) / ADAPTER_OF_METHOD[method]
 
@@ -96,12 +106,7 @@ class Steerer:
         return method_conditioning(self.method, self.bank, self.objectives, prompts, weights)
 
     def normalised_weights(self, weights, rows: int) -> torch.Tensor:
-        w = check_weights(weights, len(self.objectives))
-        if w.shape[0] == 1 and rows > 1:
-            w = w.expand(rows, -1)
-        if w.shape[0] != rows:
-            raise UserError(f"{rows} prompts but {w.shape[0]} weightings")
-        return w
+        return weight_rows(weights, len(self.objectives), rows)
 
     def generate(self, prompts: list[str], weights, **decoding) -> list[Generation]:
         """One response per prompt; `weights` is one weighting for all or one per prompt."""

@@ -68,10 +68,10 @@ def test_page_load_does_not_wait_for_the_model(tiny_env, monkeypatch):  # noqa: 
     loading, release = threading.Event(), threading.Event()
     load = app._load_steerer
 
-    def slow_load(method, dtype):
+    def slow_load(method, dtype, backend):
         loading.set()
         release.wait(30)
-        return load(method, dtype=dtype)
+        return load(method, dtype=dtype, backend=backend)
 
     monkeypatch.setattr(app, "_load_steerer", slow_load)
     try:
@@ -303,6 +303,8 @@ def _pip_installs(lines) -> list[list[str]]:
     installed dropped and an editable install of the project counted as a plain one."""
     installs = []
     for line in lines:
+        if line.lstrip().startswith("#"):
+            continue
         for command in re.split(r"&&|;", line):
             words = shlex.split(command.replace("$(PIP)", "pip"))
             if "install" not in words or not any(w.endswith("pip") for w in words):

@@ -1,6 +1,5 @@
 """The llama.cpp backend: GGUF LoRA export (fast, tiny model) and serving (slow, real model)."""
 
-import importlib.util
 import logging
 import threading
 
@@ -25,8 +24,6 @@ from steering.mixing import (
 from steering.policy import model_identity, resolve_base_model_path
 
 OBJECTIVES = ("positivity", "conciseness", "relevance")
-HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
-needs_llama_cpp = pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python is not installed")
 
 
 # --- export (tiny model, no llama.cpp needed) -------------------------------------------------
@@ -224,8 +221,6 @@ def test_logit_mixing_stays_on_torch(caplog, torch_stub):
 
 
 def test_directory_base_model_is_refused_by_llamacpp(tmp_path):
-    if not HAS_LLAMA_CPP:
-        pytest.skip("llama-cpp-python is not installed")
     with pytest.raises(UserError, match="needs a .gguf base model"):
         llamacpp.load_llamacpp_steerer("base", base_path=str(tmp_path))
 
@@ -299,7 +294,6 @@ def backends(real_adapter):
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_greedy_tokens_agree_with_torch_on_the_same_dequantised_weights(tmp_path, eval_prompts):
     # On the Q4_1 file llama.cpp also rounds every activation to 8 bits (Q8_1) before its
     # integer dot products, which torch never does; on a float32 copy of the same dequantised
@@ -361,7 +355,6 @@ def teacher_forced_agreement(fast, reference, prompts, weights, steps=16) -> flo
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_q4_1_serving_agrees_with_torch_token_by_token(backends, eval_prompts):
     fast, reference = backends
     # measured: 98% of positions for the plain base model (the 8-bit activation rounding flips
@@ -370,7 +363,6 @@ def test_q4_1_serving_agrees_with_torch_token_by_token(backends, eval_prompts):
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_sweep_objective_means_agree_with_torch(backends, eval_prompts):
     from steering.objectives import score
 
@@ -396,7 +388,6 @@ def test_sweep_objective_means_agree_with_torch(backends, eval_prompts):
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_concurrent_requests_never_see_each_others_scales(backends, eval_prompts):
     fast, _ = backends
     prompts = eval_prompts[:3]
@@ -424,7 +415,6 @@ def test_concurrent_requests_never_see_each_others_scales(backends, eval_prompts
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_stream_ends_with_the_generated_text(backends, eval_prompts):
     fast, _ = backends
     streamed = list(
@@ -438,7 +428,6 @@ def test_stream_ends_with_the_generated_text(backends, eval_prompts):
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_prompt_and_base_methods_run_on_llamacpp(tmp_path, eval_prompts):
     from steering.policy import load_base
 
@@ -456,7 +445,6 @@ def test_prompt_and_base_methods_run_on_llamacpp(tmp_path, eval_prompts):
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_damaged_export_cache_is_rewritten(real_adapter, tmp_path):
     copy = tmp_path / "clp"
     copy.mkdir()
@@ -469,7 +457,6 @@ def test_damaged_export_cache_is_rewritten(real_adapter, tmp_path):
 
 
 @pytest.mark.slow
-@needs_llama_cpp
 def test_user_errors_are_one_sentence(backends):
     fast, _ = backends
     with pytest.raises(UserError, match="the prompt is empty"):

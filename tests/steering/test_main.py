@@ -39,6 +39,29 @@ def test_generate_json_prints_normalised_weights(tiny_env):
     result = json.loads(out.stdout)
     assert result["weights"] == [0.75, 0.25]
     assert 1 <= result["tokens"] <= 5 and result["seconds"] > 0 and isinstance(result["text"], str)
+    # llama.cpp reads only GGUF files: a transformers directory runs on torch, quietly
+    assert result["backend"] == "torch" and out.stderr == ""
+
+
+@pytest.mark.slow
+def test_generate_on_llamacpp_with_the_shipped_model():
+    out = run_cli(
+        "generate",
+        "--prompt",
+        "Say hello",
+        "--method",
+        "base",
+        "--backend",
+        "llamacpp",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["backend"] == "llamacpp" and 1 <= result["tokens"] <= 6 and result["text"]
 
 
 @pytest.mark.parametrize(
@@ -53,6 +76,7 @@ def test_generate_json_prints_normalised_weights(tiny_env):
         (["--prompt", "hi", "--adapter", "/nonexistent/adapter"], "not an adapter directory"),
         (["--prompt", "word " * 400, "--weights", "1,1"], "exceeds the model's context"),
         (["--prompt", "hi", "--method", "magic"], "method 'magic' is unknown"),
+        (["--prompt", "hi", "--backend", "onnx"], "backend 'onnx' is unknown"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tiny_env, args, message):

@@ -32,7 +32,8 @@ def randomise(model, name, seed=1):
             p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
-def test_layer_equals_explicitly_merged_matrix():
+@pytest.mark.parametrize("grad", [True, False], ids=["training path", "inference path"])
+def test_layer_equals_explicitly_merged_matrix(grad):
     torch.manual_seed(0)
     base = nn.Linear(6, 5, bias=False)
     layer = MixedLoraLinear(base)
@@ -52,9 +53,35 @@ def test_layer_equals_explicitly_merged_matrix():
         b_k = bank.B[:, 2 * k : 2 * k + 2]
         expected_w += w[k] * 2.0 * (b_k @ a_k)
     x = torch.randn(1, 4, 6)  # (B, T, in)
-    with conditioned(model, "clp", w[None, :]):
+    with torch.set_grad_enabled(grad), conditioned(model, "clp", w[None, :]):
         got = layer(x)
     assert_close(got, x @ expected_w.T)
+
+
+def test_inference_copies_follow_new_weightings_and_parameter_updates(tiny_base):
+    # the inference path caches A and the scaled B; a new weighting or an in-place update of
+    # the parameters (what an optimizer step does) must never be served from a stale cache
+    model = tiny_base.model
+    attach(model, "clp", AdapterSpec(OBJECTIVES))
+    randomise(model, "clp")
+    ids = torch.randint(0, 1000, (2, 6))
+
+    def logits(w, grad=False):
+        with torch.set_grad_enabled(grad), conditioned(model, "clp", torch.tensor(w)):
+            return model(ids).logits.detach()
+
+    same = [[0.2, 0.3, 0.5], [0.2, 0.3, 0.5]]
+    other = [[0.6, 0.2, 0.2], [0.6, 0.2, 0.2]]
+    mixed_rows = [[0.2, 0.3, 0.5], [0.6, 0.2, 0.2]]
+    for w in (same, other, mixed_rows, same):
+        assert_close(logits(w), logits(w, grad=True))
+    before = logits(same)
+    with torch.no_grad():
+        for p in bank_parameters(model, "clp"):
+            p.mul_(1.5)
+    after = logits(same)
+    assert not torch.allclose(before, after)
+    assert_close(after, logits(same, grad=True))
 
 
 def test_zero_initialised_b_gives_base_logits(tiny_base):
