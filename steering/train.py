@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from tqdm import tqdm
 
 from steering.errors import UserError
@@ -56,6 +57,7 @@ from steering.prompts import TRAIN_PROMPTS, read_prompts
 
 TRAINED_METHODS = ("clp", "prompt", "soups")
 ALGOS = ("rloo", "rsf")
+SELECTIONS = ("zscore", "rank")
 
 
 @dataclass
@@ -102,6 +104,10 @@ class TrainConfig:
     """rsf: weightings drawn per prompt and round (soups uses the K corners instead)"""
     epochs: int = 1
     """rsf: passes over each round's selected examples"""
+    selection: str = "zscore"
+    """rsf: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
+    z-scores under the base-model calibration) or rank (w . each objective's percentile rank
+    among the prompt's candidates, so every objective spans the same range whatever its spread)"""
     batch_size: int = 16
     """rsf: examples per finetuning step"""
     max_new_tokens: int = 80
@@ -132,6 +138,10 @@ class TrainConfig:
             )
         if self.dirichlet_alpha <= 0:
             raise UserError("dirichlet_alpha must be positive")
+        if self.selection not in SELECTIONS:
+            raise UserError(
+                f"selection {self.selection!r} is unknown; choose one of {', '.join(SELECTIONS)}"
+            )
 
     @property
     def objective_names(self) -> tuple[str, ...]:
@@ -171,6 +181,16 @@ def add_config_arguments(parser, cls=TrainConfig) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Pure pieces (tested against hand-computed values)
+
+
+def percentile_ranks(rewards: np.ndarray) -> np.ndarray:
+    """(N, K) rewards -> (N, K) ranks scaled to [0, 1] per column (ties share their mean rank;
+    a single candidate gets 0.5): the best candidate on objective k scores 1 on it, the worst 0.
+    """
+    n = rewards.shape[0]
+    if n == 1:
+        return np.full_like(rewards, 0.5, dtype=np.float64)
+    return (rankdata(rewards, axis=0) - 1) / (n - 1)
 
 
 def scalarise(weights: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -496,8 +516,9 @@ class Trainer:
                 weightings = sample_dirichlet(
                     k, cfg.weightings_per_prompt, cfg.dirichlet_alpha, rng
                 )
+            compared = percentile_ranks(r_hat[rows]) if cfg.selection == "rank" else r_hat[rows]
             for w in weightings:
-                best = candidates[rows[int(np.argmax(r_hat[rows] @ w))]]
+                best = candidates[rows[int(np.argmax(compared @ w))]]
                 examples.append((prompt, best.text, w, best.ended))
         return examples
 

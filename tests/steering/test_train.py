@@ -13,6 +13,7 @@ from steering.mixing import bank_parameters, read_metadata
 from steering.train import (
     TrainConfig,
     Trainer,
+    percentile_ranks,
     rloo_advantages,
     sample_weightings,
     scalarise,
@@ -52,6 +53,25 @@ def tiny_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
     )
     values.update(overrides)
     return TrainConfig(**values)
+
+
+def test_percentile_ranks_by_hand():
+    rewards = np.array([[0.1, 5.0], [0.3, 5.0], [0.2, -1.0], [0.9, 7.0]])
+    # column 0 ranks 1, 3, 2, 4; column 1: -1 first, the two 5.0 share ranks 2 and 3, 7 last
+    expected = np.array([[0, 1.5], [2, 1.5], [1, 0], [3, 3]]) / 3
+    np.testing.assert_allclose(percentile_ranks(rewards), expected)
+    np.testing.assert_allclose(percentile_ranks(rewards[:1]), [[0.5, 0.5]])
+
+
+def test_rank_selection_balances_objectives_of_different_spread():
+    # objective 2's z-scores spread 10x wider: with zscore it wins even at w = (0.8, 0.2);
+    # with rank both objectives span [0, 1] and w = (0.8, 0.2) picks the best on objective 1
+    r_hat = np.array([[1.0, 0.0], [0.0, 10.0], [0.9, 1.0]])
+    w = np.array([0.8, 0.2])
+    assert int(np.argmax(r_hat @ w)) == 1
+    assert int(np.argmax(percentile_ranks(r_hat) @ w)) == 0
+    with pytest.raises(UserError, match="selection 'best' is unknown"):
+        TrainConfig(selection="best")
 
 
 def test_rloo_advantages_by_hand():
