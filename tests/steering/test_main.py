@@ -9,7 +9,11 @@ import pytest
 
 
 def run_cli(*args, root=None):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    """The CLI in a subprocess: on the tiny assets under `root`, else on the shipped ones (even
+    while a module-scoped `tiny_env` has pointed this process's environment at tiny assets)."""
+    shipped = ("STEERING_BASE_MODEL", "STEERING_ADAPTERS", "STEERING_BACKEND")
+    env = {k: v for k, v in os.environ.items() if k not in shipped}
+    env["HF_HUB_OFFLINE"] = "1"
     if root is not None:
         env.update(
             STEERING_BASE_MODEL=str(root / "tiny-base"), STEERING_ADAPTERS=str(root / "adapters")
