@@ -306,12 +306,8 @@ def _cache_root(adapter_dir: Path) -> Path:
 def adapter_gguf_paths(adapter_dir: Path, metadata: AdapterMetadata, digest: str) -> list[Path]:
     directory = _cache_root(adapter_dir) / f"{EXPORT_PREFIX}{digest[:16]}"
     return [
-        directory / f"adapter-{k}-{name}.gguf" for k, name in enumerate(_adapter_names(metadata))
+        directory / f"adapter-{k}-{name}.gguf" for k, name in enumerate(metadata.spec.objectives)
     ]
-
-
-def _adapter_names(metadata: AdapterMetadata) -> tuple[str, ...]:
-    return metadata.spec.objectives
 
 
 def export_gguf_adapters(
@@ -344,7 +340,7 @@ def export_gguf_adapters(
     # never sees half-written files
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
     try:
-        for k, (path, objective) in enumerate(zip(paths, _adapter_names(metadata), strict=True)):
+        for k, (path, objective) in enumerate(zip(paths, metadata.spec.objectives, strict=True)):
             _write_adapter(
                 staging / path.name,
                 base.arch,
@@ -858,24 +854,28 @@ def load_llamacpp_steerer(
 # Benchmark (a script, never a timed test)
 
 
-def _synthetic_adapter(directory: Path, objectives: tuple[str, ...]) -> Path:
-    """An attn adapter of the shipped shape with random B: it costs what a trained one costs."""
+def save_random_adapter(
+    base, directory: Path, std: float, objectives: tuple[str, ...], training: dict | None = None
+) -> Path:
+    """An attn bank of the shipped shape on `base` with random B (standard deviation `std`),
+    saved like a trained adapter: it costs what a trained one costs (the benchmark without a
+    shipped clp, and the tests)."""
     import torch
 
     from steering.mixing import AdapterSpec, attach, mixed_layers, save_bank
-    from steering.policy import load_base
 
-    base = load_base(dtype="bfloat16")
-    spec = AdapterSpec(objectives)
-    name = f"bench@{directory}"
+    spec = AdapterSpec(tuple(objectives))
+    name = f"random@{directory}"
     attach(base.model, name, spec)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for layer in mixed_layers(base.model):
             if name in layer.banks:
                 bank = layer.banks[name]
-                bank.B.copy_(torch.randn(bank.B.shape, generator=generator) * 0.02)
-    return save_bank(base.model, name, directory, AdapterMetadata(spec, base.identity))
+                bank.B.copy_(torch.randn(bank.B.shape, generator=generator) * std)
+    return save_bank(
+        base.model, name, directory, AdapterMetadata(spec, base.identity, training or {})
+    )
 
 
 @contextlib.contextmanager
@@ -926,6 +926,7 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
     import torch
 
     from steering.methods import default_adapter_dir, load_steerer, shipped_objectives
+    from steering.policy import load_base
     from steering.prompts import EVAL_PROMPTS, read_prompts
 
     if not llamacpp_available():
@@ -939,7 +940,9 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
             adapter_dir, adapter = shipped, "shipped clp"
         else:
             adapter_dir, adapter = (
-                _synthetic_adapter(Path(scratch), shipped_objectives()),
+                save_random_adapter(
+                    load_base(dtype="bfloat16"), Path(scratch), 0.02, shipped_objectives()
+                ),
                 "random (no shipped clp yet)",
             )
         runs = {

@@ -18,7 +18,6 @@ from steering.mixing import (
     AdapterSpec,
     attach,
     bank_parameters,
-    mixed_layers,
     save_bank,
 )
 from steering.policy import model_identity, resolve_base_model_path
@@ -232,22 +231,6 @@ THREADS = 1
 WEIGHTS = [0.5, 0.3, 0.2]
 
 
-def save_random_adapter(base, directory, std, objectives=OBJECTIVES, training=None):
-    """A clp-shaped attn bank on `base` with random B, saved like a trained adapter."""
-    spec = AdapterSpec(tuple(objectives))
-    name = f"test@{directory}"
-    attach(base.model, name, spec)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for layer in mixed_layers(base.model):
-            if name in layer.banks:
-                bank = layer.banks[name]
-                bank.B.copy_(torch.randn(bank.B.shape, generator=gen) * std)
-    return save_bank(
-        base.model, name, directory, AdapterMetadata(spec, base.identity, training or {})
-    )
-
-
 def write_f32_copy(source, target) -> None:
     """The GGUF with every tensor dequantised to float32: the weights torch computes with."""
     reader = GGUFReader(str(source))
@@ -279,8 +262,8 @@ def real_adapter(tmp_path_factory):
     """A random bank on the shipped Q4_1 base (std 0.02: about where training takes B)."""
     from steering.policy import load_base
 
-    return save_random_adapter(
-        load_base(dtype="float32"), tmp_path_factory.mktemp("q41") / "clp", 0.02
+    return llamacpp.save_random_adapter(
+        load_base(dtype="float32"), tmp_path_factory.mktemp("q41") / "clp", 0.02, OBJECTIVES
     )
 
 
@@ -305,7 +288,7 @@ def test_greedy_tokens_agree_with_torch_on_the_same_dequantised_weights(tmp_path
     write_f32_copy(resolve_base_model_path(), f32)
     base = load_base(str(f32), dtype="float32")
     # a strong adapter (std 0.1 moves logits by several units) so a wrong export cannot hide
-    adapter = save_random_adapter(base, tmp_path / "clp", 0.1)
+    adapter = llamacpp.save_random_adapter(base, tmp_path / "clp", 0.1, OBJECTIVES)
     reference = load_steerer("clp", adapter, base_path=str(f32), dtype="float32")
     theirs = reference.generate(eval_prompts, WEIGHTS, max_new_tokens=16, temperature=0)
     for mix in llamacpp.MIXES:
@@ -432,7 +415,7 @@ def test_prompt_and_base_methods_run_on_llamacpp(tmp_path, eval_prompts):
     from steering.policy import load_base
 
     training = {"objectives": list(OBJECTIVES)}
-    save_random_adapter(
+    llamacpp.save_random_adapter(
         load_base(dtype="float32"), tmp_path / "prompt", 0.02, ("conditional",), training
     )
     prompted = llamacpp.load_llamacpp_steerer("prompt", tmp_path / "prompt", threads=THREADS)
