@@ -58,6 +58,7 @@ from steering.prompts import TRAIN_PROMPTS, read_prompts
 TRAINED_METHODS = ("clp", "prompt", "soups")
 ALGOS = ("rloo", "rsf")
 SELECTIONS = ("zscore", "rank")
+SFT_LOSSES = ("sequence", "token")
 
 
 @dataclass
@@ -108,6 +109,10 @@ class TrainConfig:
     """rsf: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
     z-scores under the base-model calibration) or rank (w . each objective's percentile rank
     among the prompt's candidates, so every objective spans the same range whatever its spread)"""
+    sft_loss: str = "sequence"
+    """rsf: how a batch's token log-likelihoods are averaged: sequence (each target's mean
+    token log-prob, so every target counts alike, however short) or token (the mean over all
+    target tokens of the batch, so a long target counts more than a one-sentence one)"""
     batch_size: int = 16
     """rsf: examples per finetuning step"""
     max_new_tokens: int = 80
@@ -141,6 +146,10 @@ class TrainConfig:
         if self.selection not in SELECTIONS:
             raise UserError(
                 f"selection {self.selection!r} is unknown; choose one of {', '.join(SELECTIONS)}"
+            )
+        if self.sft_loss not in SFT_LOSSES:
+            raise UserError(
+                f"sft_loss {self.sft_loss!r} is unknown; choose one of {', '.join(SFT_LOSSES)}"
             )
 
     @property
@@ -191,6 +200,14 @@ def percentile_ranks(rewards: np.ndarray) -> np.ndarray:
     if n == 1:
         return np.full_like(rewards, 0.5, dtype=np.float64)
     return (rankdata(rewards, axis=0) - 1) / (n - 1)
+
+
+def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Negative log-likelihood of (B, T) target-token log-probs (zero where masked), averaged
+    per target then over the batch (`sequence`) or over every target token at once (`token`)."""
+    if mode == "token":
+        return -logprobs.sum() / mask.sum()
+    return -(logprobs.sum(dim=-1) / mask.sum(dim=-1)).mean()
 
 
 def scalarise(weights: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -447,8 +464,7 @@ class Trainer:
             logprobs = sequence_logprobs(
                 self.model, prompt_ids, prompt_mask, response_ids, response_mask
             )
-        per_sequence = logprobs.sum(dim=-1) / response_mask.sum(dim=-1)  # mean token log-prob
-        loss = -per_sequence.mean()
+        loss = sft_loss(logprobs, response_mask, self.config.sft_loss)
         self.apply(loss)
         return {
             "losses/sft": float(loss.detach()),

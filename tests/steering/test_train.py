@@ -18,6 +18,7 @@ from steering.train import (
     sample_weightings,
     scalarise,
     sequence_kl,
+    sft_loss,
 )
 
 OBJECTIVES = "positivity,conciseness"
@@ -72,6 +73,17 @@ def test_rank_selection_balances_objectives_of_different_spread():
     assert int(np.argmax(percentile_ranks(r_hat) @ w)) == 0
     with pytest.raises(UserError, match="selection 'best' is unknown"):
         TrainConfig(selection="best")
+
+
+def test_sft_loss_modes_by_hand():
+    # a one-token target with log-prob -3 and a three-token target with log-probs -1 each
+    logprobs = torch.tensor([[-3.0, 0.0, 0.0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1]])
+    # sequence: mean of the per-target means (3 and 1) = 2; token: 6 nats over 4 tokens = 1.5
+    assert_close(sft_loss(logprobs, mask, "sequence"), torch.tensor(2.0))
+    assert_close(sft_loss(logprobs, mask, "token"), torch.tensor(1.5))
+    with pytest.raises(UserError, match="sft_loss 'sum' is unknown"):
+        TrainConfig(sft_loss="sum")
 
 
 def test_rloo_advantages_by_hand():
