@@ -3,8 +3,10 @@
 The pool is shared by rejection-sampling finetuning (every method picks its training targets from
 the same generated samples, so the baselines get the same sample budget), by calibration and by
 the objective correlation study. Writing line by line makes an interrupted run resumable.
+The trainer samples the base-model pool (`--pool`, `--pool-samples`, `--max-new-tokens`) the
+first time a run needs it:
 
-    python -m steering pool --out runs/pool/base.jsonl --samples 4 --max-new-tokens 80
+    python -m steering train --method clp --pool runs/pool/base.jsonl --pool-samples 4
 """
 
 from __future__ import annotations
