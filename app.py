@@ -220,7 +220,7 @@ class SteeringApp:
         self.model_concurrency = model_concurrency
         self.queue_size = queue_size
         self.sweep_batch = sweep_batch
-        self.dtype = dtype or os.environ.get("STEERING_DTYPE", "bfloat16")
+        self.dtype = dtype or os.environ.get("STEERING_DTYPE", "auto")
         # single responses stream from this backend (None: llama.cpp when it can serve the
         # model, else torch); batches of weightings always run on torch
         self.backend = backend

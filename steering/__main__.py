@@ -23,6 +23,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from steering.errors import UserError  # noqa: E402
+from steering.policy import DTYPES  # noqa: E402
 
 
 def parse_weights(text: str) -> list[float]:
@@ -188,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-model", help="local model directory or .gguf (default: shipped SmolLM2)"
     )
     gen.add_argument(
-        "--dtype", default="bfloat16", choices=["bfloat16", "float32"], help="torch backend only"
+        "--dtype",
+        default="auto",
+        choices=DTYPES,
+        help="torch backend only; auto: bfloat16 where the hardware has it natively, else float32",
     )
     gen.add_argument(
         "--backend",

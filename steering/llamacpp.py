@@ -91,7 +91,7 @@ def load_backend_steerer(
     method: str,
     adapter_dir: str | Path | None = None,
     base_path: str | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
     backend: str | None = None,
 ):
     """The method ready to generate on the chosen backend (`LlamaCppSteerer` or torch `Steerer`).
@@ -916,7 +916,8 @@ def _stream_rate(steerer, prompts: list[str], weights, max_new_tokens: int) -> t
 def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) -> dict:
     """Single-stream tokens/s and time to first token of llama.cpp without adapters, llama.cpp
     steered at the middle of the simplex (one merged adapter, and K adapters with K scales), and
-    torch bfloat16 steered at the same w, in one run.
+    torch steered at the same w (the `auto` dtype: bfloat16 where it is native, else float32),
+    in one run.
 
     Uses the shipped clp adapter when there is one, else a random one of the same shape. Every
     run decodes exactly `max_new_tokens` (stop tokens ignored). The three are measured in turn
@@ -926,7 +927,7 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
     import torch
 
     from steering.methods import default_adapter_dir, load_steerer, shipped_objectives
-    from steering.policy import load_base
+    from steering.policy import load_base, resolve_dtype
     from steering.prompts import EVAL_PROMPTS, read_prompts
 
     if not llamacpp_available():
@@ -940,16 +941,14 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
             adapter_dir, adapter = shipped, "shipped clp"
         else:
             adapter_dir, adapter = (
-                save_random_adapter(
-                    load_base(dtype="bfloat16"), Path(scratch), 0.02, shipped_objectives()
-                ),
+                save_random_adapter(load_base(), Path(scratch), 0.02, shipped_objectives()),
                 "random (no shipped clp yet)",
             )
         runs = {
             "llamacpp_base": load_llamacpp_steerer("base"),
             "llamacpp_steered": load_llamacpp_steerer("clp", adapter_dir, mix="merged"),
             "llamacpp_steered_scales": load_llamacpp_steerer("clp", adapter_dir, mix="scales"),
-            "torch_steered": load_steerer("clp", adapter_dir, dtype="bfloat16"),
+            "torch_steered": load_steerer("clp", adapter_dir),
         }
         k = len(runs["llamacpp_steered"].objectives)
         weights = [1.0 / k] * k
@@ -977,6 +976,7 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
             "adapter": adapter,
             "llamacpp_threads": runs["llamacpp_steered"].runtime.threads,
             "torch_threads": torch.get_num_threads(),
+            "torch_dtype": resolve_dtype(),
             "max_new_tokens": max_new_tokens,
             "prompts": len(texts),
             "rounds": rounds,

@@ -198,7 +198,7 @@ def load_steerer(
     method: str,
     adapter_dir: str | Path | None = None,
     base_path: str | None = None,
-    dtype: str = "bfloat16",
+    dtype: str = "auto",
 ) -> Steerer:
     """The method, loaded once per process (adapter banks stay attached to the shared model)."""
     check_method(method)

@@ -2,6 +2,9 @@
 or any local transformers model directory or `.gguf` file (config or `STEERING_BASE_MODEL`).
 
 The model loads lazily and once per (path, dtype) per process; nothing touches the network.
+The default dtype `auto` is bfloat16 where the hardware multiplies bfloat16 natively (a GPU, or
+a CPU with AVX-512 BF16 / AMX) and float32 elsewhere: on a CPU without them (AVX2 only) PyTorch
+falls back to a generic bfloat16 matrix multiply that is many times slower than float32.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct"
-DTYPES = ("bfloat16", "float32")
+DTYPES = ("auto", "bfloat16", "float32")
 
 
 @dataclass(frozen=True)
@@ -88,12 +91,25 @@ def model_identity(path: Path) -> BaseModelIdentity:
     return BaseModelIdentity(name=path.name, sha256=digest.hexdigest())
 
 
+def resolve_dtype(dtype: str = "auto") -> str:
+    """`bfloat16` or `float32`; `auto` picks bfloat16 only where it is native (module docstring)."""
+    if dtype not in DTYPES:
+        raise UserError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16"
+    # the same check PyTorch makes before it hands a bfloat16 matmul to oneDNN
+    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+    return "bfloat16" if native else "float32"
+
+
 def _torch_dtype(dtype: str):
     import torch
 
-    if dtype not in DTYPES:
-        raise UserError(f"dtype {dtype!r} is not supported; choose one of {', '.join(DTYPES)}")
-    return getattr(torch, dtype)
+    return getattr(torch, resolve_dtype(dtype))
 
 
 @cache
@@ -123,14 +139,13 @@ def _load(path: Path, dtype: str) -> BaseModel:
     return BaseModel(model=model, tokenizer=tokenizer, identity=model_identity(path))
 
 
-def load_base(path: str | os.PathLike | None = None, dtype: str = "bfloat16") -> BaseModel:
+def load_base(path: str | os.PathLike | None = None, dtype: str = "auto") -> BaseModel:
     """The base policy, loaded once per process for each (path, dtype).
 
     Callers that attach adapters share this object: attaching is in place, and with every
     weight set to zero the attached model computes exactly the base model.
     """
-    _torch_dtype(dtype)
-    return _load(resolve_base_model_path(path).resolve(), dtype)
+    return _load(resolve_base_model_path(path).resolve(), resolve_dtype(dtype))
 
 
 def chat_prompt(tokenizer, prompt: str) -> str:

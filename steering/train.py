@@ -127,8 +127,9 @@ class TrainConfig:
     """continue from the checkpoint in --out"""
     base_model: str = ""
     """base model path (default: STEERING_BASE_MODEL or the shipped SmolLM2 GGUF)"""
-    dtype: str = "bfloat16"
-    """base model dtype: bfloat16 or float32 (adapters always train in float32)"""
+    dtype: str = "auto"
+    """base model dtype: auto (bfloat16 where the hardware multiplies it natively, else
+    float32), bfloat16 or float32 (adapters always train in float32)"""
 
     def __post_init__(self):
         if self.method not in TRAINED_METHODS:

@@ -196,7 +196,7 @@ def torch_stub(monkeypatch):
     """Replace the torch loader so that fallback tests need no model."""
     calls = []
 
-    def load_steerer(method, adapter_dir=None, base_path=None, dtype="bfloat16"):
+    def load_steerer(method, adapter_dir=None, base_path=None, dtype="auto"):
         calls.append(method)
         return "torch steerer"
 

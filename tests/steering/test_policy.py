@@ -2,7 +2,13 @@ import pytest
 
 from steering.errors import UserError
 from steering.generate import Conditioning, generate
-from steering.policy import default_gguf_path, load_base, model_identity, resolve_base_model_path
+from steering.policy import (
+    default_gguf_path,
+    load_base,
+    model_identity,
+    resolve_base_model_path,
+    resolve_dtype,
+)
 
 
 def test_missing_base_model_path_is_one_sentence(tmp_path, monkeypatch):
@@ -20,6 +26,18 @@ def test_unknown_dtype_is_refused():
         load_base(dtype="float8")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_is_bfloat16_only_where_the_cpu_has_it(monkeypatch, native):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    assert resolve_dtype("auto") == ("bfloat16" if native else "float32")
+    # an explicit choice is kept whatever the hardware
+    assert resolve_dtype("bfloat16") == "bfloat16"
+    assert resolve_dtype("float32") == "float32"
+
+
 def test_shipped_gguf_is_found_without_importing_the_package():
     import sys
 
@@ -32,7 +50,7 @@ def test_shipped_gguf_is_found_without_importing_the_package():
 def test_real_shipped_model_generates():
     base = load_base()
     assert base.identity == model_identity(default_gguf_path())
-    assert str(base.model.dtype) == "torch.bfloat16"
+    assert str(base.model.dtype) == f"torch.{resolve_dtype()}"
     out = generate(
         base.model,
         base.tokenizer,
