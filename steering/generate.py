@@ -143,7 +143,7 @@ def decode(
                 input_ids=step_input,
                 attention_mask=mask,
                 position_ids=step_positions,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             )
             logits = out.logits[:, -1, :].float()  # (B*rows, V)
