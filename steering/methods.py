@@ -27,7 +27,7 @@ from steering.errors import UserError
 from steering.generate import Conditioning, Generation, generate, stream
 from steering.mixing import AdapterMetadata, check_weights, load_bank, read_metadata
 from steering.objectives import Calibration, load_calibration
-from steering.policy import BaseModel, load_base
+from steering.policy import BaseModel, load_base, resolve_dtype
 from steering.prompts import ASSETS
 
 METHODS = ("clp", "prompt", "soups", "logits", "base")
@@ -205,5 +205,8 @@ def load_steerer(
     if method == "base" and adapter_dir:
         raise UserError("the base method takes no adapter")
     directory = Path(adapter_dir).resolve() if adapter_dir else None
+    # resolved before the cache, so `auto` and the dtype it stands for share one steerer and the
+    # bank is attached to the shared model once
+    dtype = resolve_dtype(dtype)
     with _LOAD_LOCK:  # two first requests must not attach the same bank twice
         return _load(method, directory, base_path, dtype)

@@ -106,21 +106,16 @@ def resolve_dtype(dtype: str = "auto") -> str:
     return "bfloat16" if native else "float32"
 
 
-def _torch_dtype(dtype: str):
-    import torch
-
-    return getattr(torch, resolve_dtype(dtype))
-
-
 @cache
 def _load(path: Path, dtype: str) -> BaseModel:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     # a CLI error must stay one line: no loading progress bars or advice on stderr
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    torch_dtype = _torch_dtype(dtype)
+    torch_dtype = getattr(torch, dtype)  # already resolved by load_base
     if path.is_file():
         kwargs = {"gguf_file": path.name}
         source = str(path.parent)
