@@ -12,6 +12,7 @@ happen before anything was written, which makes retrying safe.
 
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -94,10 +95,25 @@ def _sqlite_on_connect(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _enter_wal(cursor)
     cursor.execute("PRAGMA synchronous = FULL")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
+
+
+def _enter_wal(cursor) -> None:
+    # Switching a rollback-journal file to WAL needs its exclusive lock, and SQLite answers "database
+    # is locked" at once instead of calling the busy handler: a second process opening a new file
+    # while the first converts or migrates it must wait here, as long as the busy timeout allows.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "database is locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_begin(connection) -> None:

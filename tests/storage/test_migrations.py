@@ -1,7 +1,9 @@
 """Alembic: an empty database and one at the previous revision both reach the models' schema."""
 
+import sqlite3
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import UTC, datetime
 
@@ -58,6 +60,26 @@ def test_concurrent_upgrades_of_one_database(url):
     assert _revision(engine) == head_revision()
     assert _schema_differences(engine) == []
     engine.dispose()
+
+
+def test_opening_a_file_another_process_is_converting_to_wal_waits(tmp_path):
+    # The window the concurrent upgrade above can hit: a write lock on a new file still in rollback
+    # mode. SQLite refuses the switch to WAL at once there; the engine waits it out instead.
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE held (x)")
+    release = threading.Timer(0.3, other.execute, ["COMMIT"])
+    release.start()
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as connection:
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+        assert mode == "wal"
+    finally:
+        release.join()
+        other.close()
+        engine.dispose()
 
 
 def _table(name: str, **typed: sa.types.TypeEngine) -> sa.TableClause:
