@@ -67,7 +67,14 @@ def _grid(k: int, step: float) -> np.ndarray:
 def _read_cache(path: Path) -> dict[tuple, dict]:
     if not path.exists():
         return {}
-    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        # A sweep killed mid-write leaves a torn last row: drop it, so it is generated again and
+        # the next row appended starts on a line of its own.
+        text = text[: text.rfind("\n") + 1]
+        with path.open("r+") as handle:
+            handle.truncate(len(text.encode()))
+    rows = (json.loads(line) for line in text.splitlines() if line.strip())
     return {(r["method"], r["point"], r["prompt"], r["sample"]): r for r in rows}
 
 

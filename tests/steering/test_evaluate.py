@@ -37,6 +37,20 @@ def test_sweep_writes_the_documented_schema(tiny_env, prompts_file, tmp_path):
     assert json.loads(out.read_text()) == results
 
 
+def test_a_sweep_killed_mid_row_resumes(tiny_env, prompts_file, tmp_path):
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(str(prompts_file), ("base",), grid=0.5, out=str(out), max_new_tokens=4)
+    evaluate(config)
+    cache = out.with_suffix(".cache.jsonl")
+    whole = cache.read_text().splitlines()
+    cache.write_text("\n".join(whole[:-1]) + "\n" + whole[-1][:20])  # the last row torn
+    evaluate(config)
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    keys = sorted((r["point"], r["prompt"], r["sample"]) for r in rows)
+    assert keys == sorted((r["point"], r["prompt"], r["sample"]) for r in map(json.loads, whole))
+    assert len(json.loads(out.read_text())["methods"]["base"]["points"]) == 3
+
+
 @pytest.mark.parametrize(
     ("content", "overrides", "message"),
     [
