@@ -62,7 +62,7 @@ def test_concurrent_upgrades_of_one_database(url):
     engine.dispose()
 
 
-def test_opening_a_file_another_process_is_converting_to_wal_waits(tmp_path):
+def test_opening_a_file_another_connection_holds_before_wal_waits(tmp_path):
     # The window the concurrent upgrade above can hit: a write lock on a new file still in rollback
     # mode. SQLite refuses the switch to WAL at once there; the engine waits it out instead.
     path = tmp_path / "new.db"
