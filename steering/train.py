@@ -15,8 +15,14 @@ Algorithms (how):
   prompt under W(w), scores them, scalarises r_w = w . r_hat and updates all adapters jointly.
 - rsf: conditioned rejection-sampling finetuning (the DPA recipe): for each prompt, a pool of N
   candidates; for a sampled w keep the best by w . r_hat and finetune the policy conditioned on w
-  to produce it. All methods pick from the same candidate pool, so they get the same budget of
-  generated samples.
+  to produce it.
+- dpo: conditioned direct preference optimisation on the same pool: for a sampled w the best
+  candidate by w . r_hat is preferred to the worst, and the policy conditioned on w learns the
+  preference against the frozen base model (Rafailov et al. 2023, conditioned on w as in
+  Guo et al. 2024's controllable preference optimisation). Unlike rsf it also learns from what
+  the weighting rejects.
+All rsf and dpo runs pick from the same candidate pool, so they get the same budget of generated
+samples.
 
 Every random choice of step s is drawn from a generator seeded with (seed, s, process), so a run
 resumed from a checkpoint continues exactly as the uninterrupted run would have.
@@ -56,7 +62,7 @@ from steering.pool import Candidate, read_pool, sample_pool, sentence_prefixes
 from steering.prompts import TRAIN_PROMPTS, read_prompts
 
 TRAINED_METHODS = ("clp", "prompt", "soups")
-ALGOS = ("rloo", "rsf")
+ALGOS = ("rloo", "rsf", "dpo")
 SELECTIONS = ("zscore", "rank")
 SFT_LOSSES = ("sequence", "token")
 
@@ -67,8 +73,9 @@ class TrainConfig:
     """what to train: clp (K adapters mixed by w, trained jointly), prompt (w written into the
     prompt, one adapter) or soups (each of the K adapters alone at its corner w = e_k)"""
     algo: str = "rsf"
-    """rloo (online REINFORCE, leave-one-out baseline, KL penalty) or rsf (conditioned
-    rejection-sampling finetuning on a candidate pool)"""
+    """rloo (online REINFORCE, leave-one-out baseline, KL penalty), rsf (conditioned
+    rejection-sampling finetuning on a candidate pool) or dpo (conditioned preference
+    optimisation of the best over the worst candidate of the same pool)"""
     objectives: str = "positivity,conciseness,relevance"
     """comma-separated objective names, in the order the weights refer to"""
     prompts: str = str(TRAIN_PROMPTS)
@@ -98,15 +105,17 @@ class TrainConfig:
     samples: int = 4
     """rloo: responses per prompt, k (the leave-one-out baseline needs k >= 2)"""
     beta: float = 0.05
-    """rloo: weight of the KL penalty to the frozen base model"""
+    """rloo: weight of the KL penalty to the frozen base model; dpo: the DPO beta, the strength
+    of the implicit KL regularisation to the frozen base model"""
     rounds: int = 1
-    """rsf: rounds; round 1 picks from the base pool, later rounds sample from the policy"""
+    """rsf, dpo: rounds; round 1 picks from the base pool, later rounds sample from the policy"""
     weightings_per_prompt: int = 3
-    """rsf: weightings drawn per prompt and round (soups uses the K corners instead)"""
+    """rsf, dpo: weightings drawn per prompt and round (soups: that many of the K corners
+    w = e_k, drawn at random, or all K when it is K or more)"""
     epochs: int = 1
-    """rsf: passes over each round's selected examples"""
+    """rsf, dpo: passes over each round's selected examples"""
     selection: str = "zscore"
-    """rsf: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
+    """rsf, dpo: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
     z-scores under the base-model calibration) or rank (w . each objective's percentile rank
     among the prompt's candidates, so every objective spans the same range whatever its spread)"""
     sft_loss: str = "sequence"
@@ -114,7 +123,7 @@ class TrainConfig:
     token log-prob, so every target counts alike, however short) or token (the mean over all
     target tokens of the batch, so a long target counts more than a one-sentence one)"""
     batch_size: int = 16
-    """rsf: examples per finetuning step"""
+    """rsf, dpo: examples (dpo: preference pairs) per finetuning step"""
     max_new_tokens: int = 80
     """longest sampled response, in tokens"""
     temperature: float = 0.9
@@ -209,6 +218,20 @@ def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Ten
     if mode == "token":
         return -logprobs.sum() / mask.sum()
     return -(logprobs.sum(dim=-1) / mask.sum(dim=-1)).mean()
+
+
+def dpo_loss(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
+    """DPO (Rafailov et al. 2023, eq. 7) on per-sequence log-probs (B,):
+        L = -log sigmoid(beta * [(log pi(y+) - log pi_ref(y+)) - (log pi(y-) - log pi_ref(y-))]),
+    averaged over the batch; pi is conditioned on the pair's weighting w, pi_ref is the base."""
+    margin = (chosen - ref_chosen) - (rejected - ref_rejected)
+    return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
 def scalarise(weights: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
@@ -448,28 +471,52 @@ class Trainer:
         )
         return metrics
 
-    def sft_step(self, examples: list[tuple]) -> dict[str, float]:
-        """Finetune on (prompt, target, w, ended): maximise log pi(target | prompt, w) per token."""
+    def encode_examples(self, prompts: list[str], w: np.ndarray, targets: list[str], ended):
+        """(prompt ids, prompt mask, target ids, target mask) and the conditioning for w."""
         tok = self.base.tokenizer
-        prompts = [e[0] for e in examples]
-        w = np.stack([e[2] for e in examples])
         model_prompts, conditioning = self.condition(prompts, w)
         context = getattr(self.unwrapped.config, "max_position_embeddings", 2048)
-        prompt_ids, prompt_mask = encode_prompts(
-            tok, model_prompts, self.config.max_new_tokens + 1, context
-        )
-        response_ids, response_mask = encode_targets(
-            tok, [e[1] for e in examples], [e[3] for e in examples], self.config.max_new_tokens + 1
+        width = self.config.max_new_tokens + 1
+        prompt_ids, prompt_mask = encode_prompts(tok, model_prompts, width, context)
+        target_ids, target_mask = encode_targets(tok, targets, ended, width)
+        return (prompt_ids, prompt_mask, target_ids, target_mask), conditioning
+
+    def sft_step(self, examples: list[tuple]) -> dict[str, float]:
+        """Finetune on (prompt, target, w, ended, ...): maximise log pi(target | prompt, w)."""
+        w = np.stack([e[2] for e in examples])
+        args, conditioning = self.encode_examples(
+            [e[0] for e in examples], w, [e[1] for e in examples], [e[3] for e in examples]
         )
         with conditioned(self.unwrapped, self.bank, conditioning.weights):
-            logprobs = sequence_logprobs(
-                self.model, prompt_ids, prompt_mask, response_ids, response_mask
-            )
-        loss = sft_loss(logprobs, response_mask, self.config.sft_loss)
+            logprobs = sequence_logprobs(self.model, *args)
+        loss = sft_loss(logprobs, args[3], self.config.sft_loss)
         self.apply(loss)
         return {
             "losses/sft": float(loss.detach()),
-            "lengths/tokens": float(response_mask.sum(dim=1).float().mean()),
+            "lengths/tokens": float(args[3].sum(dim=1).float().mean()),
+        }
+
+    def dpo_step(self, examples: list[tuple]) -> dict[str, float]:
+        """Preference step on (prompt, chosen, w, chosen ended, rejected, rejected ended): the
+        chosen and rejected responses of a batch go through the model together."""
+        n = len(examples)
+        prompts = [e[0] for e in examples] * 2
+        w = np.concatenate([np.stack([e[2] for e in examples])] * 2)
+        targets = [e[1] for e in examples] + [e[4] for e in examples]
+        ended = [e[3] for e in examples] + [e[5] for e in examples]
+        args, conditioning = self.encode_examples(prompts, w, targets, ended)
+        with torch.no_grad(), adapters_off(self.unwrapped):
+            ref = sequence_logprobs(self.unwrapped, *args).sum(dim=-1)  # (2n,)
+        with conditioned(self.unwrapped, self.bank, conditioning.weights):
+            logprobs = sequence_logprobs(self.model, *args).sum(dim=-1)  # (2n,)
+        loss = dpo_loss(logprobs[:n], logprobs[n:], ref[:n], ref[n:], self.config.beta)
+        self.apply(loss)
+        margin = ((logprobs[:n] - ref[:n]) - (logprobs[n:] - ref[n:])).detach()
+        return {
+            "losses/dpo": float(loss.detach()),
+            "rewards/margin": float(self.config.beta * margin.mean()),
+            "rewards/accuracy": float((margin > 0).float().mean()),
+            "lengths/tokens": float(args[3][:n].sum(dim=1).float().mean()),
         }
 
     # -- rejection sampling ---------------------------------------------------------------------
@@ -515,7 +562,9 @@ class Trainer:
     def select(
         self, candidates: list[Candidate], r_hat: np.ndarray, round_index: int
     ) -> list[tuple]:
-        """For each prompt and weighting w, the candidate maximising w . r_hat (DPA's selection)."""
+        """For each prompt and weighting w, the candidate maximising w . r_hat (DPA's selection):
+        (prompt, best text, w, best ended); dpo appends the candidate minimising it (its text and
+        ended) as the rejected response."""
         cfg = self.config
         k = len(self.objectives)
         by_prompt: dict[str, list[int]] = {}
@@ -526,17 +575,24 @@ class Trainer:
             rows = by_prompt.get(prompt)
             if not rows:
                 continue
+            rng = step_rng(cfg.seed, 100_000 + 1_000 * round_index + p_index)
             if cfg.method == "soups":
                 weightings = np.eye(k)
+                if cfg.weightings_per_prompt < k:
+                    weightings = weightings[rng.choice(k, cfg.weightings_per_prompt, replace=False)]
             else:
-                rng = step_rng(cfg.seed, 100_000 + 1_000 * round_index + p_index)
                 weightings = sample_dirichlet(
                     k, cfg.weightings_per_prompt, cfg.dirichlet_alpha, rng
                 )
             compared = percentile_ranks(r_hat[rows]) if cfg.selection == "rank" else r_hat[rows]
             for w in weightings:
-                best = candidates[rows[int(np.argmax(compared @ w))]]
-                examples.append((prompt, best.text, w, best.ended))
+                scores = compared @ w
+                best = candidates[rows[int(np.argmax(scores))]]
+                example = (prompt, best.text, w, best.ended)
+                if cfg.algo == "dpo":
+                    worst = candidates[rows[int(np.argmin(scores))]]
+                    example += (worst.text, worst.ended)
+                examples.append(example)
         return examples
 
     # -- the loops ------------------------------------------------------------------------------
@@ -545,11 +601,10 @@ class Trainer:
         """(round, epoch, batch) per global step, with the number of examples per round fixed
         by the selection, so a resumed run can find where it was."""
         schedule = []
-        examples = len(self.prompts) * (
-            len(self.objectives)
-            if self.config.method == "soups"
-            else self.config.weightings_per_prompt
-        )
+        per_prompt = self.config.weightings_per_prompt
+        if self.config.method == "soups":
+            per_prompt = min(per_prompt, len(self.objectives))
+        examples = len(self.prompts) * per_prompt
         per_epoch = -(-examples // self.config.batch_size)
         for r in range(self.config.rounds):
             for e in range(self.config.epochs):
@@ -594,12 +649,16 @@ class Trainer:
         bar.close()
 
     def run_rsf(self) -> None:
+        """The pool-based loop of rsf and dpo: select from each round's pool, then finetune."""
         cfg = self.config
+        step, loss_name = (
+            (self.dpo_step, "losses/dpo") if cfg.algo == "dpo" else (self.sft_step, "losses/sft")
+        )
         schedule = self.rsf_schedule()
         bar = tqdm(
             total=len(schedule),
             initial=self.state.step,
-            desc=f"rsf {cfg.method}",
+            desc=f"{cfg.algo} {cfg.method}",
             disable=not self.accelerator.is_main_process,
         )
         examples: list = []
@@ -615,13 +674,13 @@ class Trainer:
             )
             shard = order[batch_index * cfg.batch_size : (batch_index + 1) * cfg.batch_size]
             shard = shard[self.accelerator.process_index :: self.accelerator.num_processes]
-            metrics = self.mean_across_processes(self.sft_step([examples[i] for i in shard]))
+            metrics = self.mean_across_processes(step([examples[i] for i in shard]))
             self.state.step += 1
             self.log(
                 {"step": self.state.step, "round": round_index + 1, "epoch": epoch + 1, **metrics}
             )
             bar.update(1)
-            bar.set_postfix(loss=f"{metrics['losses/sft']:.3f}")
+            bar.set_postfix(loss=f"{metrics[loss_name]:.3f}")
             if self.state.step % cfg.checkpoint_every == 0:
                 self.save_checkpoint()
         bar.close()

@@ -13,6 +13,7 @@ from steering.mixing import bank_parameters, read_metadata
 from steering.train import (
     TrainConfig,
     Trainer,
+    dpo_loss,
     percentile_ranks,
     rloo_advantages,
     sample_weightings,
@@ -102,6 +103,47 @@ def test_sequence_kl_by_hand():
     assert_close(sequence_kl(logp, ref, mask), torch.tensor([-0.5]))
 
 
+def test_dpo_loss_by_hand():
+    # pair 1: the policy raised the chosen by 2 nats over the reference and lowered the rejected
+    # by 1, margin 3; pair 2: margin 0. With beta 0.5: (-log sigmoid(1.5) - log sigmoid(0)) / 2
+    chosen, rejected = torch.tensor([-8.0, -5.0]), torch.tensor([-11.0, -6.0])
+    ref_chosen, ref_rejected = torch.tensor([-10.0, -5.0]), torch.tensor([-10.0, -6.0])
+    expected = (np.log1p(np.exp(-1.5)) + np.log(2.0)) / 2
+    loss = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=0.5)
+    assert_close(loss, torch.tensor(expected, dtype=torch.float32))
+
+
+def test_dpo_pairs_prefer_the_best_candidate_for_w_over_the_worst(
+    tiny_base, tmp_path, prompts_file
+):
+    config = tiny_config(tmp_path, prompts_file, algo="dpo", selection="rank")
+    trainer = Trainer(config, tiny_base)
+    candidates, r_hat = trainer.round_pool(0)
+    examples = trainer.select(candidates, r_hat, 0)
+    assert len(examples) == len(PROMPTS) * trainer.config.weightings_per_prompt
+    text_rows = {(c.prompt, c.text): i for i, c in enumerate(candidates)}
+    for prompt, chosen, w, _, rejected, _ in examples:
+        rows = [i for i, c in enumerate(candidates) if c.prompt == prompt]
+        value = percentile_ranks(r_hat[rows]) @ w
+        assert value[rows.index(text_rows[prompt, chosen])] == value.max()
+        assert value[rows.index(text_rows[prompt, rejected])] == value.min()
+
+
+def test_soups_trains_on_fewer_corners_when_the_budget_asks(tiny_base, tmp_path, prompts_file):
+    config = tiny_config(tmp_path, prompts_file, method="soups", weightings_per_prompt=1)
+    trainer = Trainer(config, tiny_base)
+    pool = trainer.round_pool(0)
+    assert len(trainer.select(*pool, 0)) == len(PROMPTS)  # one corner per prompt, not both
+    assert len(trainer.rsf_schedule()) == 1  # 4 examples, batch 4
+    corners = set()
+    for seed in range(4):  # the corner is drawn per prompt and seed: both get drawn
+        trainer.config.seed = seed
+        corners |= {tuple(e[2]) for e in trainer.select(*pool, 0)}
+    assert corners == {(1.0, 0.0), (0.0, 1.0)}
+    trainer.config.weightings_per_prompt = 5  # more than K: every corner once
+    assert len(trainer.select(*pool, 0)) == 2 * len(PROMPTS)
+
+
 def test_scalarise_by_hand():
     # 0.25 * 2 + 0.75 * (-1) = -0.25
     assert_close(
@@ -119,12 +161,13 @@ def test_training_weightings_stay_on_the_simplex():
 
 
 @pytest.mark.parametrize(
-    "method,algo", [("clp", "rloo"), ("clp", "rsf"), ("prompt", "rsf"), ("soups", "rloo")]
+    "method,algo",
+    [("clp", "rloo"), ("clp", "rsf"), ("prompt", "rsf"), ("soups", "rloo"), ("clp", "dpo")],
 )
 def test_two_steps_change_adapters_and_not_the_base(
     tiny_base, tmp_path, prompts_file, method, algo
 ):
-    # rsf: 4 prompts x 3 weightings = 12 examples in batches of 6 -> two steps
+    # rsf and dpo: 4 prompts x 3 weightings = 12 examples in batches of 6 -> two steps
     config = tiny_config(tmp_path, prompts_file, method=method, algo=algo, steps=2, batch_size=6)
     frozen = {n: p.detach().clone() for n, p in tiny_base.model.named_parameters()}
     trainer = Trainer(config, tiny_base)
