@@ -118,10 +118,14 @@ class TrainConfig:
     """rsf, dpo: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
     z-scores under the base-model calibration) or rank (w . each objective's percentile rank
     among the prompt's candidates, so every objective spans the same range whatever its spread)"""
+    sft_weight: float = 0.0
+    """dpo: weight of the chosen responses' negative log-likelihood (averaged as --sft-loss
+    says) added to the DPO loss, which keeps the preferred answers likely while the rejected
+    ones are pushed down (the NLL term of Pang et al. 2024's iterative RPO)"""
     sft_loss: str = "sequence"
-    """rsf: how a batch's token log-likelihoods are averaged: sequence (each target's mean
-    token log-prob, so every target counts alike, however short) or token (the mean over all
-    target tokens of the batch, so a long target counts more than a one-sentence one)"""
+    """rsf and dpo's --sft-weight term: how a batch's token log-likelihoods are averaged:
+    sequence (each target's mean token log-prob, so every target counts alike, however short)
+    or token (the mean over all target tokens of the batch, so a long target counts more)"""
     batch_size: int = 16
     """rsf, dpo: examples (dpo: preference pairs) per finetuning step"""
     max_new_tokens: int = 80
@@ -508,12 +512,15 @@ class Trainer:
         with torch.no_grad(), adapters_off(self.unwrapped):
             ref = sequence_logprobs(self.unwrapped, *args).sum(dim=-1)  # (2n,)
         with conditioned(self.unwrapped, self.bank, conditioning.weights):
-            logprobs = sequence_logprobs(self.model, *args).sum(dim=-1)  # (2n,)
-        loss = dpo_loss(logprobs[:n], logprobs[n:], ref[:n], ref[n:], self.config.beta)
-        self.apply(loss)
+            token_logprobs = sequence_logprobs(self.model, *args)  # (2n, T)
+        logprobs = token_logprobs.sum(dim=-1)  # (2n,)
+        preference = dpo_loss(logprobs[:n], logprobs[n:], ref[:n], ref[n:], self.config.beta)
+        nll = sft_loss(token_logprobs[:n], args[3][:n], self.config.sft_loss)
+        self.apply(preference + self.config.sft_weight * nll)
         margin = ((logprobs[:n] - ref[:n]) - (logprobs[n:] - ref[n:])).detach()
         return {
-            "losses/dpo": float(loss.detach()),
+            "losses/dpo": float(preference.detach()),
+            "losses/sft": float(nll.detach()),
             "rewards/margin": float(self.config.beta * margin.mean()),
             "rewards/accuracy": float((margin > 0).float().mean()),
             "lengths/tokens": float(args[3][:n].sum(dim=1).float().mean()),

@@ -9,7 +9,8 @@ import torch
 from torch.testing import assert_close
 
 from steering.errors import UserError
-from steering.mixing import bank_parameters, read_metadata
+from steering.generate import sequence_logprobs
+from steering.mixing import bank_parameters, conditioned, read_metadata
 from steering.train import (
     TrainConfig,
     Trainer,
@@ -127,6 +128,32 @@ def test_dpo_pairs_prefer_the_best_candidate_for_w_over_the_worst(
         value = percentile_ranks(r_hat[rows]) @ w
         assert value[rows.index(text_rows[prompt, chosen])] == value.max()
         assert value[rows.index(text_rows[prompt, rejected])] == value.min()
+
+
+def test_dpo_sft_weight_adds_the_chosen_responses_nll(make_tiny, tokenizer, tmp_path, prompts_file):
+    from steering.policy import BaseModel, BaseModelIdentity
+
+    def trainer(weight):
+        base = BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
+        return Trainer(tiny_config(tmp_path, prompts_file, algo="dpo", sft_weight=weight), base)
+
+    plain, anchored = trainer(0.0), trainer(1.0)
+    examples = plain.select(*plain.round_pool(0), 0)[:4]
+    args, conditioning = anchored.encode_examples(
+        [e[0] for e in examples],
+        np.stack([e[2] for e in examples]),
+        [e[1] for e in examples],
+        [e[3] for e in examples],
+    )
+    with torch.no_grad(), conditioned(anchored.unwrapped, anchored.bank, conditioning.weights):
+        expected = sft_loss(sequence_logprobs(anchored.model, *args), args[3], "sequence")
+    plain_metrics, anchored_metrics = plain.dpo_step(examples), anchored.dpo_step(examples)
+    assert anchored_metrics["losses/sft"] == pytest.approx(float(expected), rel=1e-5)
+    # the same model and batch: the preference term is the same, the update is not
+    assert plain_metrics["losses/dpo"] == pytest.approx(anchored_metrics["losses/dpo"], rel=1e-6)
+    assert any(
+        not torch.equal(a, b) for a, b in zip(plain.parameters, anchored.parameters, strict=True)
+    )
 
 
 def test_soups_trains_on_fewer_corners_when_the_budget_asks(tiny_base, tmp_path, prompts_file):
