@@ -408,6 +408,17 @@ class Trainer:
                 p.copy_(saved)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state.step = payload["step"]
+        self.drop_metrics_after(self.state.step)
+
+    def drop_metrics_after(self, step: int) -> None:
+        """A run killed after its last checkpoint logged steps the resumed run will log again:
+        keep the log's lines up to the checkpoint, so every step appears once."""
+        path = self.out / "metrics.jsonl"
+        if not self.accelerator.is_main_process or not path.exists():
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
 
     def log(self, metrics: dict) -> None:
         if self.accelerator.is_main_process:

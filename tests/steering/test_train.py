@@ -243,6 +243,25 @@ def test_resume_reproduces_an_uninterrupted_run(make_tiny, tokenizer, tmp_path, 
     resumed.run_rloo()
     for a, b in zip(straight.parameters, resumed.parameters, strict=True):
         assert_close(a, b)
+    logged = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in logged] == [1, 2, 3, 4]
+
+
+def test_resume_after_a_kill_logs_each_step_once(make_tiny, tokenizer, tmp_path, prompts_file):
+    from steering.policy import BaseModel, BaseModelIdentity
+
+    def trainer(**overrides):
+        base = BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
+        return Trainer(tiny_config(tmp_path, prompts_file, algo="rloo", **overrides), base)
+
+    # checkpoint at step 2, then killed after logging step 3: its checkpoint never came
+    trainer(steps=3, checkpoint_every=2).run_rloo()
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2, 3]
+    resumed = trainer(steps=4, resume=True)
+    assert resumed.state.step == 2
+    resumed.run_rloo()
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2, 3, 4]
 
 
 def test_bad_config_is_refused():
