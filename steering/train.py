@@ -35,7 +35,7 @@ import inspect
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -311,6 +311,11 @@ def pool_scores_path(pool: Path) -> Path:
 @dataclass
 class TrainState:
     step: int = 0
+    # wall time and command of the training so far: a resumed run adds its own time to the
+    # pieces before it and keeps the command that started the run
+    seconds: float = 0.0
+    command: str = field(default_factory=lambda: "python -m steering " + " ".join(sys.argv[1:]))
+    resumes: int = 0
 
 
 class Trainer:
@@ -340,6 +345,7 @@ class Trainer:
             self.load_checkpoint()
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         self.calibration = self.calibrate()
+        self.started = time.time()  # training time: loading the model and the pool are not in it
 
     # -- conditioning -------------------------------------------------------------------------
 
@@ -391,6 +397,9 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         payload = {
             "step": self.state.step,
+            "seconds": self.elapsed(),
+            "command": self.state.command,
+            "resumes": self.state.resumes,
             "parameters": [p.detach().clone() for p in self.parameters],
             "optimizer": self.optimizer.state_dict(),
             "config": asdict(self.config),
@@ -408,7 +417,14 @@ class Trainer:
                 p.copy_(saved)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state.step = payload["step"]
+        self.state.seconds = payload.get("seconds", 0.0)
+        self.state.command = payload.get("command", self.state.command)
+        self.state.resumes = payload.get("resumes", 0) + 1
         self.drop_metrics_after(self.state.step)
+
+    def elapsed(self) -> float:
+        """Seconds of training up to now, over every piece of a resumed run."""
+        return self.state.seconds + time.time() - self.started
 
     def drop_metrics_after(self, step: int) -> None:
         """A run killed after its last checkpoint logged steps the resumed run will log again:
@@ -630,7 +646,6 @@ class Trainer:
         return schedule
 
     def run(self) -> Path:
-        started = time.time()
         try:
             if self.config.algo == "rloo":
                 self.run_rloo()
@@ -644,7 +659,7 @@ class Trainer:
             )
             raise SystemExit(130) from None
         self.save_checkpoint()
-        return self.finish(time.time() - started)
+        return self.finish()
 
     def run_rloo(self) -> None:
         cfg = self.config
@@ -703,14 +718,15 @@ class Trainer:
                 self.save_checkpoint()
         bar.close()
 
-    def finish(self, seconds: float) -> Path:
+    def finish(self) -> Path:
         if self.accelerator.is_main_process:
             training = {
                 **asdict(self.config),
                 "objectives": list(self.objectives),
                 "steps_done": self.state.step,
-                "seconds": round(seconds, 1),
-                "command": "python -m steering " + " ".join(sys.argv[1:]),
+                "seconds": round(self.elapsed(), 1),
+                "command": self.state.command,
+                "resumes": self.state.resumes,
             }
             save_bank(
                 self.unwrapped,

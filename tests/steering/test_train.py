@@ -264,6 +264,29 @@ def test_resume_after_a_kill_logs_each_step_once(make_tiny, tokenizer, tmp_path,
     assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2, 3, 4]
 
 
+def test_a_resumed_run_records_the_whole_time_and_the_first_command(
+    make_tiny, tokenizer, tmp_path, prompts_file, monkeypatch
+):
+    from steering.policy import BaseModel, BaseModelIdentity
+
+    def trainer(**overrides):
+        base = BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
+        return Trainer(tiny_config(tmp_path, prompts_file, algo="rloo", **overrides), base)
+
+    monkeypatch.setattr(sys, "argv", ["steering", "train", "--steps", "4"])
+    first = trainer(steps=2, checkpoint_every=2)
+    first.started -= 100.0  # as if the first piece had trained for 100 s before being stopped
+    first.run_rloo()
+    monkeypatch.setattr(sys, "argv", ["steering", "train", "--steps", "4", "--resume"])
+    resumed = trainer(steps=4, resume=True)
+    resumed.started -= 50.0
+    resumed.run()
+    training = json.loads((tmp_path / "run" / "adapter.json").read_text())["training"]
+    assert 150.0 <= training["seconds"] < 200.0
+    assert training["command"] == "python -m steering train --steps 4"
+    assert training["resumes"] == 1
+
+
 def test_bad_config_is_refused():
     with pytest.raises(UserError, match="not trainable"):
         TrainConfig(method="logits")
