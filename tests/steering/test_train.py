@@ -247,13 +247,20 @@ def test_resume_reproduces_an_uninterrupted_run(make_tiny, tokenizer, tmp_path, 
     assert [json.loads(x)["step"] for x in logged] == [1, 2, 3, 4]
 
 
-def test_resume_after_a_kill_logs_each_step_once(make_tiny, tokenizer, tmp_path, prompts_file):
+@pytest.fixture
+def rloo_trainer(make_tiny, tokenizer, tmp_path, prompts_file):
+    """A fresh rloo Trainer on a new tiny model, writing to the test's one run directory."""
     from steering.policy import BaseModel, BaseModelIdentity
 
     def trainer(**overrides):
         base = BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
         return Trainer(tiny_config(tmp_path, prompts_file, algo="rloo", **overrides), base)
 
+    return trainer
+
+
+def test_resume_after_a_kill_logs_each_step_once(rloo_trainer, tmp_path):
+    trainer = rloo_trainer
     # checkpoint at step 2, then killed after logging step 3: its checkpoint never came
     trainer(steps=3, checkpoint_every=2).run_rloo()
     metrics = tmp_path / "run" / "metrics.jsonl"
@@ -265,14 +272,9 @@ def test_resume_after_a_kill_logs_each_step_once(make_tiny, tokenizer, tmp_path,
 
 
 def test_a_resumed_run_records_the_whole_time_and_the_first_command(
-    make_tiny, tokenizer, tmp_path, prompts_file, monkeypatch
+    rloo_trainer, tmp_path, monkeypatch
 ):
-    from steering.policy import BaseModel, BaseModelIdentity
-
-    def trainer(**overrides):
-        base = BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
-        return Trainer(tiny_config(tmp_path, prompts_file, algo="rloo", **overrides), base)
-
+    trainer = rloo_trainer
     monkeypatch.setattr(sys, "argv", ["steering", "train", "--steps", "4"])
     first = trainer(steps=2, checkpoint_every=2)
     first.started -= 100.0  # as if the first piece had trained for 100 s before being stopped
