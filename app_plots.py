@@ -1,5 +1,6 @@
-"""Plotly figures for the app: generations as points in objective space with each method's Pareto
-front, one generation's scores, and the methods' Bradley-Terry strengths.
+"""Plotly figures and text for the app: generations as points in objective space with each
+method's Pareto front, one generation's scores, the methods' Bradley-Terry strengths, and the
+page's labels and tables.
 
 Pure functions of plain values (no gradio, no database), so tests call them directly. Every
 string that came from the model is HTML-escaped before it reaches Plotly, whose hover labels
@@ -12,12 +13,19 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import plotly.graph_objects as go
 
-from steering.pareto import front_for_plot, hypervolume, non_dominated
+from steering.evaluation.pareto import front_for_plot
+from steering.serve.frontier import (
+    DEFAULT_REFERENCE,
+    PlotPoint,
+    fronts_by_method,
+    hypervolumes,
+    methods_in,
+    score_matrix,
+)
 
 METHOD_COLOURS = {
     "clp": "#1f77b4",
@@ -31,52 +39,10 @@ HOVER_TEXT_CHARS = 120
 FIGURE_HEIGHT = 440
 
 
-@dataclass(frozen=True)
-class PlotPoint:
-    """One scored generation, its normalised scores aligned with the plot's objectives."""
-
-    generation_id: int
-    method: str
-    weights: tuple[float, ...]
-    scores: tuple[float, ...]
-    text: str
-
-
 def method_colour(method: str) -> str:
     if method in METHOD_COLOURS:
         return METHOD_COLOURS[method]
     return FALLBACK_COLOURS[sum(map(ord, method)) % len(FALLBACK_COLOURS)]
-
-
-def methods_in(points: Sequence[PlotPoint]) -> list[str]:
-    """Methods in the order the app lists them, unknown ones after."""
-    present = {p.method for p in points}
-    known = [m for m in METHOD_COLOURS if m in present]
-    return known + sorted(present - set(known))
-
-
-def score_matrix(points: Sequence[PlotPoint]) -> np.ndarray:
-    return np.array([p.scores for p in points], dtype=np.float64).reshape(len(points), -1)
-
-
-def fronts_by_method(points: Sequence[PlotPoint]) -> dict[str, np.ndarray]:
-    """For each method, the indices (into `points`) of its own non-dominated points."""
-    fronts = {}
-    for method in methods_in(points):
-        idx = np.array([i for i, p in enumerate(points) if p.method == method])
-        fronts[method] = idx[non_dominated(score_matrix([points[i] for i in idx]))]
-    return fronts
-
-
-def hypervolumes(points: Sequence[PlotPoint], reference: float) -> dict[str, float]:
-    """Hypervolume of each method's points above `reference` on every objective."""
-    if not points:
-        return {}
-    ref = np.full(len(points[0].scores), reference)
-    return {
-        method: hypervolume(score_matrix([p for p in points if p.method == method]), ref)
-        for method in methods_in(points)
-    }
 
 
 def weights_label(objectives: Sequence[str], weights: Sequence[float]) -> str:
@@ -317,3 +283,77 @@ def strengths_figure(strengths: Sequence) -> go.Figure:
         yaxis={"autorange": "reversed"},
     )
     return fig
+
+
+# --- text for the page ---------------------------------------------------------------------------
+
+# How the per-objective rating question reads; other objectives get a generic question.
+ADJECTIVES = {
+    "positivity": "positive",
+    "conciseness": "concise",
+    "relevance": "relevant to the prompt",
+    "readability": "readable",
+    "fluency": "fluent",
+    "harmlessness": "harmless",
+    "classifier": "in line with the classifier",
+    "human": "preferable",
+}
+
+
+def point_choices(points: list[PlotPoint], objectives) -> list[tuple[str, int]]:
+    """Dropdown entries, newest first; labels are shown as text, never as markup."""
+    return [
+        (
+            f"#{p.generation_id} {p.method} [{weights_label(objectives, p.weights)}] "
+            f"{text_start(p.text, 60)}",
+            p.generation_id,
+        )
+        for p in reversed(points)
+    ]
+
+
+def hypervolume_line(points: list[PlotPoint]) -> str:
+    hv = hypervolumes(points, DEFAULT_REFERENCE)
+    if not hv:
+        return ""
+    parts = " · ".join(f"{m}: **{v:.3g}**" for m, v in hv.items())
+    return f"Hypervolume per method (reference {DEFAULT_REFERENCE:g} on every objective): {parts}"
+
+
+def question(objective: str) -> str:
+    adjective = ADJECTIVES.get(objective)
+    return f"Which is more {adjective}?" if adjective else f"Which does better on {objective}?"
+
+
+def reveal(pair: dict, objectives) -> str:
+    lines = ["**Revealed:**"]
+    for side in ("a", "b"):
+        g = pair[side]
+        lines.append(
+            f"- **{side.upper()}**: method `{g['method']}`, weights "
+            f"{weights_label(objectives, g['weights'])}"
+        )
+    return "\n".join(lines)
+
+
+def vote_line(yours: int, total: int) -> str:
+    return f"Your votes: **{yours}** · all votes: **{total}**"
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def dashboard_tables(d) -> tuple[str, list, list, list]:
+    """The dashboard's counts line and its win-rate, strength and steerability rows."""
+    counts = (
+        f"**{d.generations}** generations · **{d.prompts}** prompts · **{d.ratings}** "
+        f"ratings by **{d.raters}** raters"
+    )
+    wins = [[w.key, w.wins, w.losses, w.ties, w.both_bad, rounded(w.rate)] for w in d.wins]
+    bt = [
+        [s.method, round(s.strength, 3), round(s.low, 3), round(s.high, 3), s.comparisons]
+        for s in d.strengths
+    ]
+    steer = [[o, s.agree, s.disagree, s.ties, rounded(s.rate)] for o, s in d.steerability]
+    return counts, wins, bt, steer

@@ -23,43 +23,34 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from steering.errors import UserError  # noqa: E402
-from steering.policy import DTYPES  # noqa: E402
+from steering.model.policy import DTYPES  # noqa: E402
 
 
-def parse_weights(text: str) -> list[float]:
+def parse_numbers(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split(",")]
     except ValueError:
-        raise UserError(f"weights {text!r} are not comma-separated numbers") from None
+        raise UserError(f"{text!r} is not a list of comma-separated numbers") from None
 
 
 def cmd_generate(args) -> None:
-    from steering.llamacpp import backend_of, load_backend_steerer
-    from steering.methods import check_method
-    from steering.mixing import check_weights, read_metadata
+    from steering.model.generate import Decoding
+    from steering.model.methods import adapter_dir_for, check_method, shipped_objectives
+    from steering.model.mixing import adapter_objectives, read_metadata
+    from steering.serve.backends import Backends
+    from steering.weights import Weights
 
     # everything checkable without the model is checked before the slow load
     if not args.prompt.strip():
         raise UserError("the prompt is empty")
+    decoding = Decoding(args.max_new_tokens, args.temperature, args.top_p, args.seed)
     check_method(args.method)
-    weights = parse_weights(args.weights) if args.weights else None
-    if args.adapter:
-        metadata = read_metadata(args.adapter)
-        if weights is not None:
-            check_weights(
-                weights, len(metadata.training.get("objectives", metadata.spec.objectives))
-            )
-    steerer = load_backend_steerer(
-        args.method, args.adapter, args.base_model, args.dtype, args.backend
-    )
-    weights = weights or [1.0] * len(steerer.objectives)
-    decoding = dict(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-    )
-    result = steerer.generate([args.prompt], weights, **decoding)[0]
+    directory = args.adapter or adapter_dir_for(args.method)
+    objectives = adapter_objectives(read_metadata(directory)) if directory else shipped_objectives()
+    weights = Weights.parse_text(objectives, args.weights) if args.weights else None
+    steerer = Backends().load(args.method, args.adapter, args.base_model, args.dtype, args.backend)
+    weights = weights or Weights.uniform(steerer.objectives)
+    result = steerer.generate([args.prompt], weights, decoding)[0]
     if not args.json:
         print(result.text)
         return
@@ -68,14 +59,10 @@ def cmd_generate(args) -> None:
         "weights": list(result.weights),
         "tokens": result.tokens,
         "seconds": round(result.seconds, 3),
+        "method": args.method,
+        "objectives": list(steerer.objectives),
+        "backend": steerer.backend,
     }
-    out.update(
-        {
-            "method": args.method,
-            "objectives": list(steerer.objectives),
-            "backend": backend_of(steerer),
-        }
-    )
     print(json.dumps(out))
 
 
@@ -88,7 +75,8 @@ def cmd_objectives(args) -> None:
 def cmd_train(args) -> None:
     from dataclasses import fields
 
-    from steering.train import TrainConfig, train
+    from steering.training.config import TrainConfig
+    from steering.training.trainer import train
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     out = train(TrainConfig(**values))
@@ -96,7 +84,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from steering.evaluate import EvaluateConfig, evaluate
+    from steering.evaluation.evaluate import EvaluateConfig, evaluate
 
     config = EvaluateConfig(
         prompts=args.prompts,
@@ -107,7 +95,7 @@ def cmd_evaluate(args) -> None:
         limit=args.limit,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
-        reference_point=tuple(parse_weights(args.reference_point))
+        reference_point=tuple(parse_numbers(args.reference_point))
         if args.reference_point
         else None,
     )
@@ -116,7 +104,7 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_study(args) -> None:
-    from steering.study import objective_study
+    from steering.evaluation.study import objective_study
 
     print(
         objective_study(
@@ -172,8 +160,8 @@ def cmd_bench(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from steering.methods import METHODS
-    from steering.train import TrainConfig, add_config_arguments
+    from steering.model.methods import METHODS
+    from steering.training.config import TrainConfig, add_config_arguments
 
     parser = argparse.ArgumentParser(prog="python -m steering", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-new-tokens", type=int, default=80)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
-        "--reference-point", help="comma-separated; default: fixed in steering.evaluate"
+        "--reference-point", help="comma-separated; default: fixed in steering.evaluation.evaluate"
     )
     ev.set_defaults(func=cmd_evaluate)
 

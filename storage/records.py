@@ -1,7 +1,18 @@
-"""What storage.repository returns: frozen dataclasses of plain values, never ORM objects."""
+"""What storage.repository takes and returns: plain values and frozen dataclasses, never ORM
+objects."""
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class NamedWeights(Protocol):
+    """A weighting that names its objectives (steering's `Weights` is one; storage imports no
+    steering, so it takes anything of this shape)."""
+
+    names: tuple[str, ...]
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
     upgrade(); engine = make_engine()          # storage.engine; DATABASE_URL picks the database
     gid = add_generation(engine, "Write a haiku.", text, "clp", "assets/adapters/clp",
-                         [0.7, 0.3], ["positivity", "brevity"], seed=0,
+                         weights, seed=0,     # weights: names + values (steering.weights.Weights)
                          decoding={"temperature": 0.7}, tokens=17, latency_s=0.42,
                          scores={"positivity": (0.93, 0.88), "brevity": (12.0, 0.61)})
     cid = add_comparison(engine, gid, other_gid)
@@ -52,6 +52,7 @@ from storage.models import (
 from storage.records import (
     FrontierPoint,
     MethodStrength,
+    NamedWeights,
     PreferenceRecord,
     RaterCount,
     Steerability,
@@ -243,21 +244,30 @@ def add_generation(
     text: str,
     method: str,
     adapter_id: str,
-    weights: Iterable[float],
-    objectives: Iterable[str],
-    seed: int,
-    decoding: Mapping[str, object],
-    tokens: int,
-    latency_s: float,
+    weights: NamedWeights | Iterable[float],
+    objectives: Iterable[str] | None = None,
+    seed: int = 0,
+    decoding: Mapping[str, object] | None = None,
+    tokens: int = 0,
+    latency_s: float = 0.0,
     *,
     adapter_sha256: str | None = None,
     scores: Mapping[str, tuple[float, float]] | None = None,
 ) -> int:
     """Store a generation (and, in the same transaction, its scores); return its id.
 
-    weights[k] is the weight on objectives[k] and the weights lie on the simplex. `scores` maps an
-    objective to its (raw, normalised) score. The prompt is stored too if it is new.
+    `weights` names its objectives (`weights.names`, `weights.values`: a steering `Weights`),
+    or is a list of numbers with `objectives` beside it; weights[k] is the weight on objectives[k]
+    and the weights lie on the simplex. Either way they are checked again here: the database
+    trusts no caller. `scores` maps an objective to its (raw, normalised) score. The prompt is
+    stored too if it is new.
     """
+    if isinstance(weights, NamedWeights):
+        if objectives is not None:
+            raise ValueError("weights that name their objectives take no separate objectives.")
+        weights, objectives = weights.values, weights.names
+    elif objectives is None:
+        raise ValueError("objectives must be a list of objective names.")
     prompt = _check_text(prompt, "the prompt", MAX_PROMPT_CHARS)
     text = _check_text(text, "the generated text", MAX_TEXT_CHARS, allow_empty=True)
     method = _check_name(method, "method")
@@ -271,7 +281,7 @@ def add_generation(
     names = _check_objectives(objectives)
     weight_values = _check_weights(weights, names)
     seed = _check_int(seed, "seed", -_MAX_INT64)
-    decoding = _check_decoding(decoding)
+    decoding = _check_decoding({} if decoding is None else decoding)
     tokens = _check_int(tokens, "tokens", 0)
     latency_s = _check_float(latency_s, "latency_s", minimum=0.0)
     checked_scores = _check_scores({} if scores is None else scores)
@@ -570,7 +580,7 @@ def _rated_pairs(engine: Engine) -> list[_RatedPair]:
 
 def frontier_points(engine: Engine, prompt: str | None = None) -> list[FrontierPoint]:
     """Every generation of `prompt` (of all prompts if None) with its normalised scores, oldest
-    first. The non-dominated subset is for the caller to pick (steering.pareto)."""
+    first. The non-dominated subset is for the caller to pick (steering.evaluation.pareto)."""
     with read_session(engine) as session:
         generations = select(Generation.id)
         if prompt is not None:

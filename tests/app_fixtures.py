@@ -12,10 +12,9 @@ import pytest
 import torch
 from tiny_models import build_tiny_llama
 
-from steering import methods, policy
-from steering.mixing import AdapterMetadata, AdapterSpec, attach, save_bank
+from steering.model.mixing import AdapterMetadata, AdapterSpec, attach, save_bank
+from steering.model.policy import model_identity
 from steering.objectives import fit_calibration
-from steering.policy import model_identity
 
 OBJECTIVES = ("positivity", "conciseness")
 
@@ -51,14 +50,9 @@ def tiny_env(tmp_path_factory, tokenizer):
     base, adapters = write_tiny_assets(root, build_tiny_llama(len(tokenizer)), tokenizer)
     saved = {k: os.environ.get(k) for k in ("STEERING_BASE_MODEL", "STEERING_ADAPTERS")}
     os.environ.update(STEERING_BASE_MODEL=str(base), STEERING_ADAPTERS=str(adapters))
-    # load_steerer and load_base cache per process; other test modules may have filled them
-    methods._load.cache_clear()
-    policy._load.cache_clear()
     yield root
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    methods._load.cache_clear()
-    policy._load.cache_clear()

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 from tiny_models import build_tiny_llama
 from transformers import AutoTokenizer
 
-from steering.policy import BaseModel, BaseModelIdentity, default_gguf_path
+from steering.model.policy import BaseModel, BaseModelIdentity, default_gguf_path
 
 # tiny on-disk model and adapters (the `tiny_env` fixture) for the app, CLI and evaluation tests
 pytest_plugins = ["app_fixtures"]

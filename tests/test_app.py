@@ -1,5 +1,6 @@
-"""The browser app's handlers as plain functions, then the app served in-process and driven
-through gradio_client. A tiny random model stands in for the shipped one (tests/app_fixtures.py)."""
+"""The page's handlers as plain functions of the service, then the app served in-process and
+driven through gradio_client. A tiny random model stands in for the shipped one
+(tests/app_fixtures.py); the service on its own is tested in tests/steering/serve."""
 
 import json
 import re
@@ -15,7 +16,10 @@ from gradio_client import Client
 
 import app
 import app_plots
-from steering.methods import MODEL_LOCK
+from steering.model.generate import Decoding
+from steering.serve.backends import Backends
+from steering.serve.dashboard import DashboardQueries
+from steering.serve.service import SteeringService
 from storage import repository as repo
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,8 +28,8 @@ DECODING = (6, 0.7, 0)  # max new tokens, temperature, seed: short, the tiny mod
 
 
 @pytest.fixture(scope="module")
-def steering_app(tiny_env):  # noqa: F811
-    return app.SteeringApp(
+def service(tiny_env):  # noqa: F811
+    return SteeringService(
         database_url=f"sqlite:///{tiny_env / 'app.db'}", sweep_batch=2, dtype="float32"
     )
 
@@ -37,46 +41,32 @@ def run(generator):
 # --- parsing and formatting ---------------------------------------------------------------
 
 
-def test_sliders_follow_the_adapter_objectives(steering_app):
-    assert steering_app.objectives == OBJECTIVES
+def test_used_weights_are_the_normalised_sliders(service):
+    assert app.ui_used_weights(service, 1, 3) == pytest.approx([0.25, 0.75])
+    assert app.ui_used_weights(service, 0, 0) == [None, None]
 
 
-def test_used_weights_are_the_normalised_sliders(steering_app):
-    assert app.ui_used_weights(steering_app, 1, 3) == pytest.approx([0.25, 0.75])
-    assert app.ui_used_weights(steering_app, 0, 0) == [None, None]
+class SlowBackends(Backends):
+    """Backends whose first load waits for `release`: a model that takes its time."""
+
+    def __init__(self):
+        super().__init__()
+        self.loading, self.release = threading.Event(), threading.Event()
+
+    def load(self, *args, **kwargs):
+        self.loading.set()
+        self.release.wait(30)
+        return super().load(*args, **kwargs)
 
 
-def test_prompt_is_stripped_and_cut_with_a_notice(steering_app):
-    assert steering_app.clean_prompt("  hi  ") == ("hi", None)
-    prompt, notice = steering_app.clean_prompt("x" * (app.MAX_PROMPT_CHARS + 5))
-    assert len(prompt) == app.MAX_PROMPT_CHARS
-    assert "only the first" in notice
-    with pytest.raises(app.UserError, match="Type a prompt"):
-        steering_app.clean_prompt("   ")
-
-
-def test_decoding_options_are_checked():
-    assert app.Decoding.parse("12", "0.5", None) == app.Decoding(12, 0.5, 0)
-    with pytest.raises(app.UserError, match="max tokens"):
-        app.Decoding.parse(0, 0.7, 0)
-    with pytest.raises(app.UserError, match="temperature"):
-        app.Decoding.parse(8, 9, 0)
-
-
-def test_page_load_does_not_wait_for_the_model(tiny_env, monkeypatch):  # noqa: F811
-    fresh = app.SteeringApp(database_url=f"sqlite:///{tiny_env / 'loading.db'}", dtype="float32")
-    loading, release = threading.Event(), threading.Event()
-    load = app._load_steerer
-
-    def slow_load(method, dtype, backend):
-        loading.set()
-        release.wait(30)
-        return load(method, dtype=dtype, backend=backend)
-
-    monkeypatch.setattr(app, "_load_steerer", slow_load)
+def test_page_load_does_not_wait_for_the_model(tiny_env):  # noqa: F811
+    backends = SlowBackends()
+    database = f"sqlite:///{tiny_env / 'loading.db'}"
+    fresh = SteeringService(database_url=database, dtype="float32", backends=backends)
+    release = backends.release
     try:
         assert "Loading the model" in app.ui_status(fresh)[0]  # starts the background load
-        assert loading.wait(30)
+        assert backends.loading.wait(30)
         statuses = []
         page_load = threading.Thread(target=lambda: statuses.append(app.ui_status(fresh)[0]))
         page_load.start()
@@ -84,102 +74,78 @@ def test_page_load_does_not_wait_for_the_model(tiny_env, monkeypatch):  # noqa: 
         assert statuses and "Loading the model" in statuses[0]
     finally:
         release.set()
-    fresh._loader.join(30)
+    assert fresh.wait_until_loaded(30)
     assert "Model ready" in app.ui_status(fresh)[0]
 
 
 # --- explore ------------------------------------------------------------------------------
 
 
-def test_empty_prompt_warns_and_never_calls_the_model(steering_app, monkeypatch):
+def test_empty_prompt_warns_and_never_calls_the_model(service, monkeypatch):
     def explode(*args, **kwargs):
         raise AssertionError("the model was called")
 
-    monkeypatch.setattr(steering_app, "stream", explode)
+    monkeypatch.setattr(service, "stream", explode)
     with pytest.warns(UserWarning, match="Type a prompt first"):
-        outputs = run(app.ui_generate(steering_app, "  ", "clp", *DECODING, 0.5, 0.5))
+        outputs = run(app.ui_generate(service, "  ", "clp", *DECODING, 0.5, 0.5))
     assert len(outputs) == 1
     # a released slider with no prompt stays quiet
-    assert run(app.ui_generate(steering_app, "", "clp", *DECODING, 1, 0, quiet_if_empty=True))
+    assert run(app.ui_generate(service, "", "clp", *DECODING, 1, 0, quiet_if_empty=True))
 
 
-def test_generate_streams_then_scores_stores_and_plots(steering_app):
-    outputs = run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 0.8, 0.2))
+def test_generate_streams_then_scores_stores_and_plots(service):
+    outputs = run(app.ui_generate(service, PROMPT, "clp", *DECODING, 0.8, 0.2))
     assert len(outputs) >= 2  # streamed text, then the scored result
     final_text, bars, frontier, hv, chooser = outputs[-1]
     assert final_text == outputs[-2][0]
     assert [bar.y for bar in bars.data][0] is not None
     assert "hypervolume" in frontier.layout.title.text
     assert "clp" in hv
-    stored = [p for p in repo.frontier_points(steering_app.engine, PROMPT) if p.text == final_text]
+    stored = [p for p in repo.frontier_points(service.engine, PROMPT) if p.text == final_text]
     assert stored and set(stored[-1].scores) == set(OBJECTIVES)
     assert stored[-1].weights == pytest.approx((0.8, 0.2))
     newest_id = chooser["choices"][0][1]
-    text, meta = app.ui_show_point(steering_app, newest_id, PROMPT)
+    text, meta = app.ui_show_point(service, newest_id, PROMPT)
     assert text == final_text and f"#{newest_id}" in meta
 
 
-def test_over_long_prompt_is_cut_before_the_model(steering_app, monkeypatch):
-    monkeypatch.setattr(app, "MAX_PROMPT_CHARS", 20)
+def test_over_long_prompt_is_cut_before_the_model(service):
+    short = SteeringService(
+        service.database_url, max_prompt_chars=20, dtype="float32", backends=service.backends
+    )
     with pytest.warns(UserWarning, match="only the first 20"):
-        run(app.ui_generate(steering_app, "Tell me a story " * 10, "base", *DECODING, 1, 1))
-    assert repo.frontier_points(steering_app.engine, ("Tell me a story " * 10)[:20].strip())
+        run(app.ui_generate(short, "Tell me a story " * 10, "base", *DECODING, 1, 1))
+    assert repo.frontier_points(service.engine, ("Tell me a story " * 10)[:20].strip())
 
 
-def test_all_zero_weights_is_one_clear_sentence(steering_app):
+def test_all_zero_weights_is_one_clear_sentence(service):
     with pytest.raises(gr.Error, match="must not all be zero"):
-        run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 0, 0))
+        run(app.ui_generate(service, PROMPT, "clp", *DECODING, 0, 0))
 
 
-def test_model_failure_becomes_gr_error_and_the_app_recovers(steering_app, monkeypatch):
+def test_model_failure_becomes_gr_error_and_the_app_recovers(service, monkeypatch):
     def broken(method):
         raise RuntimeError("CUDA exploded\nwith a long traceback")
 
     with monkeypatch.context() as patch:
-        patch.setattr(steering_app, "steerer", broken)
+        patch.setattr(service, "steerer", broken)
         with pytest.raises(gr.Error) as error:
-            run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 1, 1))
+            run(app.ui_generate(service, PROMPT, "clp", *DECODING, 1, 1))
     assert "\n" not in error.value.message and "please try again" in error.value.message
-    assert run(app.ui_generate(steering_app, PROMPT, "clp", *DECODING, 1, 1))[-1][0] is not None
+    assert run(app.ui_generate(service, PROMPT, "clp", *DECODING, 1, 1))[-1][0] is not None
 
 
-def test_error_messages_are_escaped_for_the_html_toast(steering_app):
+def test_error_messages_are_escaped_for_the_html_toast(service):
     with pytest.raises(gr.Error) as error:
-        run(app.ui_generate(steering_app, PROMPT, "<img src=x onerror=alert(1)>", *DECODING, 1, 1))
+        run(app.ui_generate(service, PROMPT, "<img src=x onerror=alert(1)>", *DECODING, 1, 1))
     assert "<img" not in error.value.message and "&lt;img" in error.value.message
 
 
-def test_stream_releases_the_model_lock_when_gradio_hops_threads(steering_app):
-    # gradio calls next() on a sync generator from whichever worker thread is free
-    stream = steering_app.stream(PROMPT, "clp", [0.5, 0.5], app.Decoding(4, 0.7, 0))
-    items = []
-    box = []
-    while True:
-        worker = threading.Thread(target=lambda: box.append(next(stream, None)))
-        worker.start()
-        worker.join()
-        if box[-1] is None:
-            break
-        items.append(box[-1])
-    assert isinstance(items[-1], app.ScoredGeneration)
-    free = []
-
-    def check():
-        free.append(MODEL_LOCK.acquire(timeout=5))
-        if free[-1]:
-            MODEL_LOCK.release()
-
-    checker = threading.Thread(target=check)
-    checker.start()
-    checker.join()
-    assert free == [True]
-
-
-def test_sweep_reports_progress_and_draws_every_point(steering_app):
+def test_sweep_reports_progress_and_draws_every_point(service):
     seen = []
     outputs = run(
         app.ui_sweep(
-            steering_app,
+            service,
             "Describe a rainy day.",
             ["soups"],
             0.5,
@@ -196,36 +162,31 @@ def test_sweep_reports_progress_and_draws_every_point(steering_app):
     assert all(t.line.shape == "vh" for t in front_lines)
 
 
-def test_sweep_refuses_too_many_generations(steering_app):
-    with pytest.raises(app.UserError, match="limit"):
-        list(steering_app.sweep(PROMPT, list(app.METHODS) * 10, 0.2, app.Decoding(4, 0.7, 0)))
-
-
 # --- rate and dashboard ---------------------------------------------------------------------
 
 
-def test_vote_once_per_pair_is_enforced_on_the_server(steering_app):
-    out = app.ui_new_pair(steering_app, "", *DECODING[:2], "rater-x")
+def test_vote_once_per_pair_is_enforced_on_the_server(service):
+    out = app.ui_new_pair(service, "", *DECODING[:2], "rater-x")
     pair, prompt, a, b = out[:4]
     assert prompt and "weights" not in json.dumps([prompt, a, b])
-    before = steering_app.vote_counts("rater-x")
-    revealed, votes, rater, *_ = app.ui_vote(steering_app, "a", None, pair, "rater-x", "a", None)
+    before = service.vote_counts("rater-x")
+    revealed, votes, rater, *_ = app.ui_vote(service, "a", None, pair, "rater-x", "a", None)
     assert "Revealed" in revealed and pair["a"]["method"] in revealed
     assert f"Your votes: **{before[0] + 1}**" in votes
     with pytest.raises(gr.Error, match="already voted"):
-        app.ui_vote(steering_app, "b", None, pair, "rater-x", None, None)
-    assert steering_app.vote_counts("rater-x") == (before[0] + 1, before[1] + 1)
+        app.ui_vote(service, "b", None, pair, "rater-x", None, None)
+    assert service.vote_counts("rater-x") == (before[0] + 1, before[1] + 1)
 
 
-def test_dashboard_and_export(steering_app):
-    pair = steering_app.new_pair(PROMPT, app.Decoding(4, 0.7, 0), seed=3)
-    steering_app.rate(pair.comparison_id, "b", "rater-y", per_objective={"positivity": "a"})
-    steering_app._dashboard = None
-    counts, wins, bt, bt_figure, steer, frontier = app.ui_dashboard(steering_app)
+def test_dashboard_and_export(service):
+    pair = service.new_pair(PROMPT, Decoding(4, 0.7, seed=0), seed=3)
+    service.rate(pair.comparison_id, "b", "rater-y", per_objective={"positivity": "a"})
+    dashboard = DashboardQueries(service)
+    counts, wins, bt, bt_figure, steer, frontier = app.ui_dashboard(dashboard)
     assert re.search(r"\*\*\d+\*\* ratings", counts)
     assert [row[0] for row in steer] == list(OBJECTIVES)
     assert frontier.data
-    rows = [json.loads(line) for line in Path(app.ui_export(steering_app)).read_text().splitlines()]
+    rows = [json.loads(line) for line in Path(app.ui_export(dashboard)).read_text().splitlines()]
     assert rows and {"prompt", "chosen", "rejected"} <= set(rows[0])
 
 
@@ -277,13 +238,13 @@ def test_hypervolume_per_method_by_hand():
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def test_model_calls_share_one_limit_and_sliders_fire_on_release(steering_app):
-    demo = app.build_demo(steering_app)
+def test_model_calls_share_one_limit_and_sliders_fire_on_release(service):
+    demo = app.build_demo(service, queue_size=32)
     fns = list(demo.fns.values())
     model_calls = {f.api_name for f in fns if f.concurrency_id == "model"}
     assert {"generate", "sweep", "pair", "ui_generate", "ui_sweep"} <= model_calls
     assert {f.concurrency_limit for f in fns if f.concurrency_id == "model"} == {1}
-    assert demo._queue.max_size == steering_app.queue_size
+    assert demo._queue.max_size == 32
     slider_ids = {b._id for b in demo.blocks.values() if isinstance(b, gr.Slider)}
     model_events = {
         event
@@ -335,8 +296,8 @@ def test_dockerfile_installs_what_make_installs():
 
 
 @pytest.fixture(scope="module")
-def client(steering_app):
-    demo = app.build_demo(steering_app)
+def client(service):
+    demo = app.build_demo(service)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     yield Client(url, verbose=False)
     demo.close()

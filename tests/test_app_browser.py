@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 import app
+from steering.serve.service import SteeringService
 
 playwright = pytest.importorskip("playwright.sync_api")
 expect = playwright.expect
@@ -27,12 +28,10 @@ TIMEOUT_MS = 60_000
 
 @pytest.fixture(scope="module")
 def served(tiny_env):  # noqa: F811
-    steering_app = app.SteeringApp(
-        database_url=f"sqlite:///{tiny_env / 'browser.db'}", dtype="float32"
-    )
-    demo = app.build_demo(steering_app)
+    service = SteeringService(database_url=f"sqlite:///{tiny_env / 'browser.db'}", dtype="float32")
+    demo = app.build_demo(service)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
-    yield steering_app, url
+    yield service, url
     demo.close()
 
 
@@ -123,7 +122,7 @@ def test_slide_generate_plot_and_vote(page):
 
 
 def test_generated_markup_is_shown_as_text(page, served, monkeypatch):
-    steering_app, _ = served
+    service, _ = served
     evil = (
         '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">'
         '<b id="injected">bold</b>'
@@ -132,11 +131,10 @@ def test_generated_markup_is_shown_as_text(page, served, monkeypatch):
     def stream(prompt, method, weights, decoding):
         yield evil[:30]
         yield evil
-        steerer = steering_app.steerer("base")
-        w = steering_app.normalise_weights(weights)
-        yield steering_app._score_and_store(steerer, prompt, [evil], [w], decoding, [9], 0.1)[0]
+        steerer = service.steerer("base")
+        yield service._score_and_store(steerer, prompt, [evil], [weights], decoding, [9], 0.1)[0]
 
-    monkeypatch.setattr(steering_app, "stream", stream)
+    monkeypatch.setattr(service, "stream", stream)
     short_answers(page)
     page.fill("#prompt textarea", "Say something dangerous.")
     page.click("#generate")

@@ -2,13 +2,15 @@
 
 fluency = mean over response tokens of max(log p(token | chat prompt, earlier tokens), -20)
 
-computed by `steering.generate.response_logprobs` inside `steering.mixing.adapters_off`, so the
+computed by `steering.model.generate.response_logprobs` inside `steering.model.mixing.adapters_off`, so the
 score is the base model's even while the shared model object carries trained adapters. Range
 [-20, 0]. An empty response is scored as the end-of-sequence token alone (how likely the base
 model is to say nothing); only the first FLUENCY_MAX_CHARS characters of a response are scored.
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 
@@ -30,8 +32,8 @@ def fluency_scores(base, prompts: list[str], responses: list[str]) -> np.ndarray
     adapters off."""
     import torch
 
-    from steering.generate import response_logprobs
-    from steering.mixing import adapters_off
+    from steering.model.generate import response_logprobs
+    from steering.model.mixing import adapters_off
 
     responses = [r[:FLUENCY_MAX_CHARS] for r in responses]
     scores = np.full(len(responses), LOGPROB_FLOOR, dtype=float)
@@ -53,8 +55,13 @@ def fluency_scores(base, prompts: list[str], responses: list[str]) -> np.ndarray
     description="Mean token log-probability of the response under the frozen base model, in [-20, 0].",
 )
 def fluency(prompts: list[str], responses: list[str]) -> np.ndarray:
-    # Imported here: the policy module pulls in transformers, and the base model loads (once,
-    # cached by load_base) only when fluency is actually scored.
-    from steering.policy import load_base
+    return fluency_scores(fluency_base(), prompts, responses)
 
-    return fluency_scores(load_base(), prompts, responses)
+
+@cache
+def fluency_base():
+    """The base model fluency is scored under, loaded once per process when fluency is first
+    scored (imported here: the policy module pulls in transformers)."""
+    from steering.model.policy import load_base
+
+    return load_base()

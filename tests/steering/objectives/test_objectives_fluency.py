@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-import steering.policy
-from steering.generate import response_logprobs
-from steering.mixing import AdapterSpec, attach, bank_parameters, conditioned
+from steering.model.generate import response_logprobs
+from steering.model.mixing import AdapterSpec, attach, bank_parameters, conditioned
+from steering.objectives import fluency as fluency_module
 from steering.objectives import score
 from steering.objectives.fluency import LOGPROB_FLOOR, fluency_scores
 
@@ -38,7 +38,7 @@ def test_fluency_ignores_active_adapters(tiny_base):
 
 
 def test_registered_objective_uses_the_cached_base_model(tiny_base, monkeypatch):
-    monkeypatch.setattr(steering.policy, "load_base", lambda *a, **k: tiny_base)
+    monkeypatch.setattr(fluency_module, "fluency_base", lambda: tiny_base)
     result = score(["fluency"], PROMPTS, RESPONSES)["fluency"]
     np.testing.assert_allclose(result, fluency_scores(tiny_base, PROMPTS, RESPONSES))
 
@@ -58,4 +58,4 @@ def test_shipped_model_finds_english_more_fluent_than_word_salad():
     ]
     fluency = score(["fluency"], [prompt] * 2, responses)["fluency"]
     assert fluency[0] > fluency[1] + 1.0
-    assert steering.policy.load_base() is steering.policy.load_base()  # loaded once
+    assert fluency_module.fluency_base() is fluency_module.fluency_base()  # loaded once

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from steering.generate import Conditioning, generate
+from steering.model.generate import Conditioning, generate
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 import pytest
 
 from steering.errors import UserError
-from steering.generate import Conditioning, generate
-from steering.policy import (
+from steering.model.generate import Conditioning, generate
+from steering.model.policy import (
     default_gguf_path,
     load_base,
     model_identity,

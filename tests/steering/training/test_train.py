@@ -9,19 +9,19 @@ import torch
 from torch.testing import assert_close
 
 from steering.errors import UserError
-from steering.generate import sequence_logprobs
-from steering.mixing import bank_parameters, conditioned, read_metadata
-from steering.train import (
-    TrainConfig,
-    Trainer,
+from steering.model.generate import sequence_logprobs
+from steering.model.mixing import bank_parameters, conditioned, read_metadata
+from steering.training.config import TrainConfig
+from steering.training.losses import (
     dpo_loss,
     percentile_ranks,
     rloo_advantages,
-    sample_weightings,
     scalarise,
     sequence_kl,
     sft_loss,
 )
+from steering.training.records import PreferencePair, SftExample
+from steering.training.trainer import Trainer
 
 OBJECTIVES = "positivity,conciseness"
 PROMPTS = [
@@ -123,15 +123,16 @@ def test_dpo_pairs_prefer_the_best_candidate_for_w_over_the_worst(
     examples = trainer.select(candidates, r_hat, 0)
     assert len(examples) == len(PROMPTS) * trainer.config.weightings_per_prompt
     text_rows = {(c.prompt, c.text): i for i, c in enumerate(candidates)}
-    for prompt, chosen, w, _, rejected, _ in examples:
-        rows = [i for i, c in enumerate(candidates) if c.prompt == prompt]
-        value = percentile_ranks(r_hat[rows]) @ w
-        assert value[rows.index(text_rows[prompt, chosen])] == value.max()
-        assert value[rows.index(text_rows[prompt, rejected])] == value.min()
+    for pair in examples:
+        assert isinstance(pair, PreferencePair)
+        rows = [i for i, c in enumerate(candidates) if c.prompt == pair.prompt]
+        value = percentile_ranks(r_hat[rows]) @ np.array(pair.weights)
+        assert value[rows.index(text_rows[pair.prompt, pair.chosen])] == value.max()
+        assert value[rows.index(text_rows[pair.prompt, pair.rejected])] == value.min()
 
 
 def test_dpo_sft_weight_adds_the_chosen_responses_nll(make_tiny, tokenizer, tmp_path, prompts_file):
-    from steering.policy import BaseModel, BaseModelIdentity
+    from steering.model.policy import BaseModel, BaseModelIdentity
 
     def trainer(weight):
         base = BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
@@ -140,10 +141,10 @@ def test_dpo_sft_weight_adds_the_chosen_responses_nll(make_tiny, tokenizer, tmp_
     plain, anchored = trainer(0.0), trainer(1.0)
     examples = plain.select(*plain.round_pool(0), 0)[:4]
     args, conditioning = anchored.encode_examples(
-        [e[0] for e in examples],
-        np.stack([e[2] for e in examples]),
-        [e[1] for e in examples],
-        [e[3] for e in examples],
+        [e.prompt for e in examples],
+        np.stack([e.weights for e in examples]),
+        [e.chosen for e in examples],
+        [e.chosen_ended for e in examples],
     )
     with torch.no_grad(), conditioned(anchored.unwrapped, anchored.bank, conditioning.weights):
         expected = sft_loss(sequence_logprobs(anchored.model, *args), args[3], "sequence")
@@ -160,12 +161,14 @@ def test_soups_trains_on_fewer_corners_when_the_budget_asks(tiny_base, tmp_path,
     config = tiny_config(tmp_path, prompts_file, method="soups", weightings_per_prompt=1)
     trainer = Trainer(config, tiny_base)
     pool = trainer.round_pool(0)
-    assert len(trainer.select(*pool, 0)) == len(PROMPTS)  # one corner per prompt, not both
+    examples = trainer.select(*pool, 0)
+    assert len(examples) == len(PROMPTS)  # one corner per prompt, not both
+    assert all(isinstance(e, SftExample) for e in examples)
     assert len(trainer.rsf_schedule()) == 1  # 4 examples, batch 4
     corners = set()
     for seed in range(4):  # the corner is drawn per prompt and seed: both get drawn
         trainer.config.seed = seed
-        corners |= {tuple(e[2]) for e in trainer.select(*pool, 0)}
+        corners |= {e.weights for e in trainer.select(*pool, 0)}
     assert corners == {(1.0, 0.0), (0.0, 1.0)}
     trainer.config.weightings_per_prompt = 5  # more than K: every corner once
     assert len(trainer.select(*pool, 0)) == 2 * len(PROMPTS)
@@ -176,15 +179,6 @@ def test_scalarise_by_hand():
     assert_close(
         scalarise(torch.tensor([[0.25, 0.75]]), torch.tensor([[2.0, -1.0]])), torch.tensor([-0.25])
     )
-
-
-def test_training_weightings_stay_on_the_simplex():
-    rng = np.random.default_rng(0)
-    w = sample_weightings("clp", 3, 500, 1.0, rng)
-    assert w.shape == (500, 3) and (w >= 0).all()
-    np.testing.assert_allclose(w.sum(axis=1), 1.0)
-    corners = sample_weightings("soups", 3, 50, 1.0, rng)
-    assert set(map(tuple, corners)) <= {(1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)}
 
 
 @pytest.mark.parametrize(
@@ -225,7 +219,7 @@ def test_run_writes_adapter_calibration_and_metrics(tiny_base, tmp_path, prompts
 
 
 def test_resume_reproduces_an_uninterrupted_run(make_tiny, tokenizer, tmp_path, prompts_file):
-    from steering.policy import BaseModel, BaseModelIdentity
+    from steering.model.policy import BaseModel, BaseModelIdentity
 
     def fresh():
         return BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
@@ -250,7 +244,7 @@ def test_resume_reproduces_an_uninterrupted_run(make_tiny, tokenizer, tmp_path, 
 @pytest.fixture
 def rloo_trainer(make_tiny, tokenizer, tmp_path, prompts_file):
     """A fresh rloo Trainer on a new tiny model, writing to the test's one run directory."""
-    from steering.policy import BaseModel, BaseModelIdentity
+    from steering.model.policy import BaseModel, BaseModelIdentity
 
     def trainer(**overrides):
         base = BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from steering.pareto import (
+from steering.evaluation.pareto import (
     dominated_share,
     front_for_plot,
     hypervolume,
@@ -348,6 +348,6 @@ def test_front_for_plot_edge_cases():
 
 def test_import_does_not_load_torch():
     # The app and the storage layer import this module; pulling in torch would cost seconds.
-    root = Path(__file__).resolve().parents[2]
-    code = "import sys, steering.pareto; sys.exit('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[3]
+    code = "import sys, steering.evaluation.pareto; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

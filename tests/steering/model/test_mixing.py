@@ -4,7 +4,7 @@ from torch import nn
 from torch.testing import assert_close
 
 from steering.errors import UserError
-from steering.mixing import (
+from steering.model.mixing import (
     AdapterMetadata,
     AdapterSpec,
     LoraBank,
@@ -12,14 +12,13 @@ from steering.mixing import (
     adapters_off,
     attach,
     bank_parameters,
-    check_weights,
     conditioned,
     load_bank,
     merged_copy,
     mixed_layers,
     save_bank,
 )
-from steering.policy import BaseModelIdentity
+from steering.model.policy import BaseModelIdentity
 
 OBJECTIVES = ("positivity", "conciseness", "relevance")
 
@@ -188,25 +187,6 @@ def test_save_load_round_trip_and_refusals(tiny_base, tmp_path, make_tiny):
         load_bank(make_tiny(), "clp", tmp_path / "clp", tiny_base.identity, ("a", "b", "c"))
     with pytest.raises(UserError, match="not an adapter directory"):
         load_bank(make_tiny(), "clp", tmp_path / "missing", tiny_base.identity)
-
-
-@pytest.mark.parametrize(
-    ("weights", "message"),
-    [
-        ([0.5, 0.5], "expected 3 weights"),
-        ([0.5, float("nan"), 0.5], "finite"),
-        ([0.5, float("inf"), 0.5], "finite"),
-        ([0.5, -0.1, 0.6], "negative"),
-        ([0.0, 0.0, 0.0], "all be zero"),
-    ],
-)
-def test_bad_weights_raise_one_clear_sentence(weights, message):
-    with pytest.raises(UserError, match=message):
-        check_weights(weights, 3)
-
-
-def test_weights_are_normalised_to_sum_one():
-    assert_close(check_weights([2, 1, 1], 3), torch.tensor([[0.5, 0.25, 0.25]]))
 
 
 def test_unknown_variant_is_refused():

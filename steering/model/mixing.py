@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from steering.errors import UserError
-from steering.policy import BaseModelIdentity
+from steering.model.policy import BaseModelIdentity
 
 VARIANTS = ("attn", "full", "logit")
 ATTN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -242,32 +242,11 @@ def bank_parameters(model: nn.Module, name: str) -> list[nn.Parameter]:
     ]
 
 
-def check_weights(weights, num_objectives: int) -> torch.Tensor:
-    """Validate a (K,) or (B, K) weighting and normalise each row to sum 1.
-
-    Weights must be finite, >= 0, with a positive sum and K entries per row.
-    """
-    w = torch.as_tensor(weights, dtype=torch.float32)
-    if w.dim() == 1:
-        w = w[None, :]
-    if w.dim() != 2 or w.shape[1] != num_objectives:
-        given = w.shape[-1] if w.dim() else 0
-        raise UserError(f"expected {num_objectives} weights (one per objective), got {given}")
-    if not torch.isfinite(w).all():
-        raise UserError("weights must be finite numbers (no NaN or infinity)")
-    if (w < 0).any():
-        raise UserError("weights must not be negative")
-    sums = w.sum(dim=1, keepdim=True)
-    if (sums <= 0).any():
-        raise UserError("weights must not all be zero")
-    return w / sums
-
-
 def set_weights(model: nn.Module, name: str | None, weights: torch.Tensor | None) -> None:
     """Activate bank `name` with per-row weights (B, K), or switch adapters off with None.
 
-    Internal callers may pass rows of zeros (the base model exactly); user input goes through
-    `check_weights` first.
+    Internal callers may pass rows of zeros (the base model exactly); user input is a
+    `steering.weights.Weights`, checked where it came in.
     """
     if name is not None:
         spec = bank_spec(model, name)
@@ -306,11 +285,13 @@ def adapters_off(model: nn.Module):
 
 
 def merged_copy(model: nn.Module, name: str, weights) -> nn.Module:
-    """A copy of the model with bank `name` folded in at one weighting: the fast path for a
+    """A copy of the model with bank `name` folded in at one weighting (K,): the fast path for a
     single w. Every wrapped layer becomes a plain nn.Linear holding W0 + sum_k w_k (alpha/r) B_k A_k.
     """
     spec = bank_spec(model, name)
-    w = check_weights(weights, spec.num_adapters)[0]
+    w = torch.as_tensor(weights, dtype=torch.float32).flatten()
+    if w.shape[0] != spec.num_adapters:
+        raise ValueError(f"bank {name!r} needs {spec.num_adapters} weights, got {w.shape[0]}")
     with adapters_off(model):
         merged = copy.deepcopy(model)
     for layer_name, module in list(merged.named_modules()):
@@ -366,6 +347,23 @@ def read_metadata(directory: str | Path) -> AdapterMetadata:
         raise UserError(f"{meta_path} is not valid adapter metadata ({error})") from None
 
 
+def adapter_objectives(metadata: AdapterMetadata) -> tuple[str, ...]:
+    """The objectives a bank steers: the training objectives (the prompt baseline's one adapter
+    is called `prompt` but steers them all), else the adapters' own names."""
+    return tuple(metadata.training.get("objectives", metadata.spec.objectives))
+
+
+def check_base_model(
+    metadata: AdapterMetadata, identity: BaseModelIdentity, directory: str | Path
+) -> None:
+    """Refuse, in one sentence, a base model other than the one the adapter was trained on."""
+    if metadata.base_model.sha256 != identity.sha256:
+        raise UserError(
+            f"adapter in {directory} was trained on base model {metadata.base_model.name} "
+            f"({metadata.base_model.sha256[:12]}), not on {identity.name} ({identity.sha256[:12]})"
+        )
+
+
 def load_bank(
     model: nn.Module,
     name: str,
@@ -376,11 +374,7 @@ def load_bank(
     """Attach bank `name` and fill it from `directory`, refusing a mismatched base model or
     objective list with one clear sentence."""
     metadata = read_metadata(directory)
-    if metadata.base_model.sha256 != base_identity.sha256:
-        raise UserError(
-            f"adapter in {directory} was trained on base model {metadata.base_model.name} "
-            f"({metadata.base_model.sha256[:12]}), not on {base_identity.name} ({base_identity.sha256[:12]})"
-        )
+    check_base_model(metadata, base_identity, directory)
     if objectives is not None and tuple(objectives) != metadata.spec.objectives:
         raise UserError(
             f"adapter in {directory} was trained for objectives {', '.join(metadata.spec.objectives)}, "

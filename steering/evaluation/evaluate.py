@@ -32,10 +32,19 @@ import numpy as np
 from tqdm import tqdm
 
 from steering.errors import UserError
-from steering.methods import METHODS, check_method, load_steerer
+from steering.evaluation.pareto import (
+    dominated_share,
+    hypervolume,
+    non_dominated,
+    simplex_grid,
+    steerability,
+)
+from steering.model.generate import Decoding
+from steering.model.loader import Models
+from steering.model.methods import METHODS, check_method
 from steering.objectives import score
-from steering.pareto import dominated_share, hypervolume, non_dominated, simplex_grid, steerability
 from steering.prompts import read_prompts
+from steering.weights import Weights
 
 # Normalised rewards are z-scores against base-model samples; -2 on every objective is worse than
 # almost every mean a method reaches, fixed here so hypervolumes from different runs compare.
@@ -97,14 +106,9 @@ def sweep_method(
         ):
             batch = jobs[start : start + rows_per_batch]
             batch_prompts = [prompts[p] for _, p, _ in batch]
-            weights = np.stack([grid[point] for point, _, _ in batch])
-            results = steerer.generate(
-                batch_prompts,
-                weights,
-                max_new_tokens=config.max_new_tokens,
-                temperature=config.temperature,
-                seed=config.seed + start,
-            )
+            weights = Weights.rows(steerer.objectives, [grid[point] for point, _, _ in batch])
+            decoding = Decoding(config.max_new_tokens, config.temperature, seed=config.seed + start)
+            results = steerer.generate(batch_prompts, weights, decoding)
             raw = score(steerer.objectives, batch_prompts, [r.text for r in results])
             for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True)):
                 row = {
@@ -151,7 +155,9 @@ def summarise_method(rows, grid, objectives, calibration, reference) -> dict:
     }
 
 
-def evaluate(config: EvaluateConfig) -> str:
+def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
+    """Sweep every method over the grid (on torch, from `models`), then write the results."""
+    models = models or Models()
     for method in config.methods:
         check_method(method)
     if not config.methods:
@@ -159,14 +165,14 @@ def evaluate(config: EvaluateConfig) -> str:
     if config.samples < 1:
         raise UserError("samples must be at least 1")
     prompts = read_prompts(config.prompts, config.limit or None)
-    steerers = {m: load_steerer(m) for m in config.methods}
+    steerers = {m: models.steerer(m) for m in config.methods}
     objectives = next(iter(steerers.values())).objectives
     for method, steerer in steerers.items():
         if steerer.objectives != objectives:
             raise UserError(
                 f"method {method} steers {', '.join(steerer.objectives)}, not {', '.join(objectives)}"
             )
-    calibration = load_steerer("base").calibration
+    calibration = models.steerer("base").calibration
     grid = _grid(len(objectives), config.grid)
     reference = np.array(
         config.reference_point or [DEFAULT_REFERENCE] * len(objectives), dtype=float

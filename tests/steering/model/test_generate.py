@@ -4,9 +4,9 @@ from torch import nn
 from torch.testing import assert_close
 
 from steering.errors import UserError
-from steering.generate import Conditioning, generate, response_logprobs, stream
-from steering.mixing import AdapterSpec, attach, bank_parameters, conditioned
-from steering.policy import chat_prompt
+from steering.model.generate import Conditioning, generate, response_logprobs, stream
+from steering.model.mixing import AdapterSpec, attach, bank_parameters, conditioned
+from steering.model.policy import chat_prompt
 
 OBJECTIVES = ("positivity", "conciseness", "relevance")
 PROMPTS = ["Write a haiku about tea.", "Explain gravity to a child in two short sentences please."]

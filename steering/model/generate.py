@@ -15,8 +15,35 @@ from torch.nn import functional as F
 from transformers import DynamicCache
 
 from steering.errors import UserError
-from steering.mixing import conditioned
-from steering.policy import chat_prompt
+from steering.model.mixing import conditioned
+from steering.model.policy import chat_prompt
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How to sample: checked once when made, so every backend trusts it."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise UserError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise UserError(f"temperature must not be negative, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def kwargs(self) -> dict:
+        """The keyword arguments of `generate`, `stream` and `decode`."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "seed": self.seed,
+        }
 
 
 @dataclass(frozen=True)
@@ -53,19 +80,28 @@ class SampledBatch:
     seconds: float
 
 
-def encode_prompts(tokenizer, prompts: list[str], max_new_tokens: int, context: int):
-    """Chat-template and left-pad the prompts; refuse empty or over-long ones."""
+def chat_texts(tokenizer, prompts: list[str]) -> list[str]:
+    """The prompts in the chat template; an empty one is refused."""
     for prompt in prompts:
         if not prompt or not prompt.strip():
             raise UserError("the prompt is empty")
-    texts = [chat_prompt(tokenizer, p) for p in prompts]
-    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    longest = int(encoded["attention_mask"].sum(dim=1).max())
-    if longest + max_new_tokens > context:
+    return [chat_prompt(tokenizer, p) for p in prompts]
+
+
+def check_fits(prompt_tokens: int, max_new_tokens: int, context: int, engine: str = "model's"):
+    """Refuse a prompt that leaves no room for the new tokens in the context."""
+    if prompt_tokens + max_new_tokens > context:
         raise UserError(
-            f"the prompt is {longest} tokens; with {max_new_tokens} new tokens it exceeds the "
-            f"model's context of {context} tokens"
+            f"the prompt is {prompt_tokens} tokens; with {max_new_tokens} new tokens it exceeds "
+            f"the {engine} context of {context} tokens"
         )
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_new_tokens: int, context: int):
+    """Chat-template and left-pad the prompts; refuse empty or over-long ones."""
+    texts = chat_texts(tokenizer, prompts)
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    check_fits(int(encoded["attention_mask"].sum(dim=1).max()), max_new_tokens, context)
     return encoded["input_ids"], encoded["attention_mask"]
 
 
@@ -115,8 +151,7 @@ def decode(
     seed: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (next_token (B,), finished (B,)) once per step until every row stopped."""
-    if max_new_tokens < 1:
-        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    Decoding(max_new_tokens, temperature, top_p, seed)  # the one check of the options
     if not prompts:
         raise UserError("no prompts were given")
     context = getattr(model.config, "max_position_embeddings", 2048)
@@ -177,9 +212,19 @@ def sample_batch(model, tokenizer, prompts, conditioning, **decoding) -> Sampled
     return SampledBatch(ids, mask, response, (~before).long(), time.perf_counter() - start)
 
 
-def _response_text(tokenizer, ids: torch.Tensor, mask: torch.Tensor, stops: set[int]) -> str:
-    kept = [int(t) for t, m in zip(ids, mask, strict=True) if m and int(t) not in stops]
+def response_text(tokenizer, tokens, stops: set[int]) -> str:
+    """The text of sampled response token ids, stop tokens and special tokens left out: the one
+    decoder of responses, for every backend and the trainer."""
+    kept = [int(t) for t in tokens if int(t) not in stops]
     return tokenizer.decode(kept, skip_special_tokens=True).strip()
+
+
+def batch_texts(tokenizer, batch: SampledBatch, stops: set[int]) -> list[str]:
+    """The response text of every row of a sampled batch (tokens up to its mask)."""
+    return [
+        response_text(tokenizer, [t for t, m in zip(ids, mask, strict=True) if m], stops)
+        for ids, mask in zip(batch.response_ids, batch.response_mask, strict=True)
+    ]
 
 
 def generate(
@@ -203,10 +248,9 @@ def generate(
         top_p=top_p,
         seed=seed,
     )
-    stops = stop_token_ids(model, tokenizer)
+    texts = batch_texts(tokenizer, batch, stop_token_ids(model, tokenizer))
     results = []
-    for row, prompt in enumerate(prompts):
-        text = _response_text(tokenizer, batch.response_ids[row], batch.response_mask[row], stops)
+    for row, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
         weights = (
             tuple(float(x) for x in conditioning.weights[row])
             if conditioning.weights is not None
@@ -244,7 +288,7 @@ def stream(
         if value in stops:
             break
         tokens.append(value)
-        yield tokenizer.decode(tokens, skip_special_tokens=True).strip()
+        yield response_text(tokenizer, tokens, stops)
 
 
 def sequence_logprobs(model, prompt_ids, prompt_mask, response_ids, response_mask) -> torch.Tensor:

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from steering.errors import UserError
-from steering.evaluate import EvaluateConfig, evaluate
+from steering.evaluation.evaluate import EvaluateConfig, evaluate
 
 
 @pytest.fixture

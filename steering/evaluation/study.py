@@ -13,8 +13,8 @@ from pathlib import Path
 
 from steering.errors import UserError
 from steering.objectives import DEFAULT_OBJECTIVES, correlation_table, fit_calibration
-from steering.pool import read_pool
-from steering.train import pool_scores_path, score_pool
+from steering.training.pool import read_pool
+from steering.training.scoring import pool_scores_path, score_pool
 
 # every built-in objective that works without configuration (classifier and human need a model)
 STUDY_OBJECTIVES = (

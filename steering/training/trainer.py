@@ -30,23 +30,26 @@ resumed from a checkpoint continues exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
-import ast
-import inspect
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from tqdm import tqdm
 
 from steering.errors import UserError
-from steering.generate import SampledBatch, encode_prompts, sample_batch, sequence_logprobs
-from steering.methods import method_conditioning
-from steering.mixing import (
+from steering.model.generate import (
+    batch_texts,
+    encode_prompts,
+    sample_batch,
+    sequence_logprobs,
+    stop_token_ids,
+)
+from steering.model.methods import method_conditioning
+from steering.model.mixing import (
     AdapterMetadata,
     AdapterSpec,
     adapters_off,
@@ -55,257 +58,30 @@ from steering.mixing import (
     conditioned,
     save_bank,
 )
+from steering.model.policy import BaseModel, load_base
 from steering.objectives import Calibration, fit_calibration, score
-from steering.pareto import sample_dirichlet
-from steering.policy import BaseModel, load_base
-from steering.pool import Candidate, read_pool, sample_pool, sentence_prefixes
-from steering.prompts import TRAIN_PROMPTS, read_prompts
-
-TRAINED_METHODS = ("clp", "prompt", "soups")
-ALGOS = ("rloo", "rsf", "dpo")
-SELECTIONS = ("zscore", "rank")
-SFT_LOSSES = ("sequence", "token")
-
-
-@dataclass
-class TrainConfig:
-    method: str = "clp"
-    """what to train: clp (K adapters mixed by w, trained jointly), prompt (w written into the
-    prompt, one adapter) or soups (each of the K adapters alone at its corner w = e_k)"""
-    algo: str = "rsf"
-    """rloo (online REINFORCE, leave-one-out baseline, KL penalty), rsf (conditioned
-    rejection-sampling finetuning on a candidate pool) or dpo (conditioned preference
-    optimisation of the best over the worst candidate of the same pool)"""
-    objectives: str = "positivity,conciseness,relevance"
-    """comma-separated objective names, in the order the weights refer to"""
-    prompts: str = str(TRAIN_PROMPTS)
-    """JSONL file of training prompts"""
-    limit: int = 0
-    """use only the first N prompts (0: all)"""
-    out: str = "runs/clp"
-    """directory for the trained adapter, its calibration and the metrics log"""
-    pool: str = "runs/pool/base.jsonl"
-    """base-model candidate pool (JSONL); sampled first if missing; calibrates the objectives"""
-    pool_samples: int = 4
-    """candidates per prompt in the base-model pool"""
-    variant: str = "attn"
-    """conditioned layers: attn (q, k, v, o), full (every block linear) or logit (output head)"""
-    rank: int = 4
-    """LoRA rank r of every adapter"""
-    lora_alpha: float = 8.0
-    """LoRA alpha; each adapter is scaled by alpha / r"""
-    dirichlet_alpha: float = 1.0
-    """concentration of the Dirichlet that training weightings are drawn from"""
-    lr: float = 1e-3
-    """AdamW learning rate of the adapter parameters"""
-    steps: int = 100
-    """rloo: number of optimisation steps"""
-    prompts_per_step: int = 4
-    """rloo: prompts per step (each with its own weighting)"""
-    samples: int = 4
-    """rloo: responses per prompt, k (the leave-one-out baseline needs k >= 2)"""
-    beta: float = 0.05
-    """rloo: weight of the KL penalty to the frozen base model; dpo: the DPO beta, the strength
-    of the implicit KL regularisation to the frozen base model"""
-    rounds: int = 1
-    """rsf, dpo: rounds; round 1 picks from the base pool, later rounds sample from the policy"""
-    weightings_per_prompt: int = 3
-    """rsf, dpo: weightings drawn per prompt and round (soups: that many of the K corners
-    w = e_k, drawn at random, or all K when it is K or more)"""
-    epochs: int = 1
-    """rsf, dpo: passes over each round's selected examples"""
-    selection: str = "zscore"
-    """rsf, dpo: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
-    z-scores under the base-model calibration) or rank (w . each objective's percentile rank
-    among the prompt's candidates, so every objective spans the same range whatever its spread)"""
-    sft_weight: float = 0.0
-    """dpo: weight of the chosen responses' negative log-likelihood (averaged as --sft-loss
-    says) added to the DPO loss, which keeps the preferred answers likely while the rejected
-    ones are pushed down (the NLL term of Pang et al. 2024's iterative RPO)"""
-    sft_loss: str = "sequence"
-    """rsf and dpo's --sft-weight term: how a batch's token log-likelihoods are averaged:
-    sequence (each target's mean token log-prob, so every target counts alike, however short)
-    or token (the mean over all target tokens of the batch, so a long target counts more)"""
-    batch_size: int = 16
-    """rsf, dpo: examples (dpo: preference pairs) per finetuning step"""
-    max_new_tokens: int = 80
-    """longest sampled response, in tokens"""
-    temperature: float = 0.9
-    """sampling temperature for candidate pools (rloo always samples at 1.0 to stay on-policy)"""
-    seed: int = 0
-    """seed of every random choice"""
-    checkpoint_every: int = 20
-    """save a checkpoint every N steps (and on Ctrl-C)"""
-    resume: bool = False
-    """continue from the checkpoint in --out"""
-    base_model: str = ""
-    """base model path (default: STEERING_BASE_MODEL or the shipped SmolLM2 GGUF)"""
-    dtype: str = "auto"
-    """base model dtype: auto (bfloat16 where the hardware multiplies it natively, else
-    float32), bfloat16 or float32 (adapters always train in float32)"""
-
-    def __post_init__(self):
-        if self.method not in TRAINED_METHODS:
-            raise UserError(
-                f"method {self.method!r} is not trainable; choose one of {', '.join(TRAINED_METHODS)}"
-            )
-        if self.algo not in ALGOS:
-            raise UserError(f"algo {self.algo!r} is unknown; choose one of {', '.join(ALGOS)}")
-        if self.algo == "rloo" and self.samples < 2:
-            raise UserError(
-                "rloo needs at least 2 samples per prompt for the leave-one-out baseline"
-            )
-        if self.dirichlet_alpha <= 0:
-            raise UserError("dirichlet_alpha must be positive")
-        if self.selection not in SELECTIONS:
-            raise UserError(
-                f"selection {self.selection!r} is unknown; choose one of {', '.join(SELECTIONS)}"
-            )
-        if self.sft_loss not in SFT_LOSSES:
-            raise UserError(
-                f"sft_loss {self.sft_loss!r} is unknown; choose one of {', '.join(SFT_LOSSES)}"
-            )
-
-    @property
-    def objective_names(self) -> tuple[str, ...]:
-        names = tuple(n.strip() for n in self.objectives.split(",") if n.strip())
-        if len(names) < 2:
-            raise UserError("give at least two objectives to trade off")
-        return names
-
-
-def field_docs(cls) -> dict[str, str]:
-    """The docstring under each dataclass field (shown by `--help`)."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body
-    docs = {}
-    for node, following in zip(body, body[1:], strict=False):
-        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
-            if isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
-                docs[node.target.id] = " ".join(following.value.value.split())
-    return docs
-
-
-def add_config_arguments(parser, cls=TrainConfig) -> None:
-    docs = field_docs(cls)
-    for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
-        else:
-            kind = {"int": int, "float": float}.get(f.type, str)
-            parser.add_argument(
-                flag,
-                type=kind,
-                default=f.default,
-                help=f"{docs.get(f.name)} (default: {f.default})",
-            )
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure pieces (tested against hand-computed values)
-
-
-def percentile_ranks(rewards: np.ndarray) -> np.ndarray:
-    """(N, K) rewards -> (N, K) ranks scaled to [0, 1] per column (ties share their mean rank;
-    a single candidate gets 0.5): the best candidate on objective k scores 1 on it, the worst 0.
-    """
-    n = rewards.shape[0]
-    if n == 1:
-        return np.full_like(rewards, 0.5, dtype=np.float64)
-    return (rankdata(rewards, axis=0) - 1) / (n - 1)
-
-
-def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
-    """Negative log-likelihood of (B, T) target-token log-probs (zero where masked), averaged
-    per target then over the batch (`sequence`) or over every target token at once (`token`)."""
-    if mode == "token":
-        return -logprobs.sum() / mask.sum()
-    return -(logprobs.sum(dim=-1) / mask.sum(dim=-1)).mean()
-
-
-def dpo_loss(
-    chosen: torch.Tensor,
-    rejected: torch.Tensor,
-    ref_chosen: torch.Tensor,
-    ref_rejected: torch.Tensor,
-    beta: float,
-) -> torch.Tensor:
-    """DPO (Rafailov et al. 2023, eq. 7) on per-sequence log-probs (B,):
-        L = -log sigmoid(beta * [(log pi(y+) - log pi_ref(y+)) - (log pi(y-) - log pi_ref(y-))]),
-    averaged over the batch; pi is conditioned on the pair's weighting w, pi_ref is the base."""
-    margin = (chosen - ref_chosen) - (rejected - ref_rejected)
-    return -torch.nn.functional.logsigmoid(beta * margin).mean()
-
-
-def scalarise(weights: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
-    """r_w = sum_k w_k r_hat_k per row: (N, K), (N, K) -> (N,)."""
-    return (weights * rewards).sum(dim=-1)
-
-
-def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
-    """Leave-one-out advantages for (P, k) rewards, k samples per prompt.
-
-    RLOO (Ahmadian et al. 2024, eq. 5; Kool et al. 2019): the baseline of sample i is the mean
-    reward of the other k - 1 samples of the same prompt,
-        A_i = R_i - 1/(k-1) sum_{j != i} R_j = k/(k-1) * (R_i - mean_j R_j).
-    """
-    k = rewards.shape[1]
-    return k / (k - 1) * (rewards - rewards.mean(dim=1, keepdim=True))
-
-
-def sequence_kl(
-    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Sampled estimate of KL(pi || pi_ref) per sequence: sum_t (log pi - log pi_ref) over the
-    response tokens (the k1 estimator of Schulman 2020, as in the RLHF objective of Ziegler et
-    al. 2019: R = r - beta * KL)."""
-    return ((logprobs - ref_logprobs) * mask).sum(dim=-1)
+from steering.prompts import read_prompts
+from steering.training.config import TrainConfig
+from steering.training.losses import (
+    dpo_loss,
+    percentile_ranks,
+    rloo_advantages,
+    scalarise,
+    sequence_kl,
+    sft_loss,
+)
+from steering.training.pool import Candidate, read_pool, sample_pool, sentence_prefixes
+from steering.training.records import (
+    PreferencePair,
+    SftExample,
+    sample_weightings,
+    weighting_count,
+)
+from steering.training.scoring import pool_scores_path, score_pool
 
 
 def step_rng(seed: int, step: int, process: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, step, process])
-
-
-def sample_weightings(
-    method: str, k: int, n: int, alpha: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Training weightings: Dirichlet(alpha) for clp and prompt; random corners for soups."""
-    if method == "soups":
-        return np.eye(k)[rng.integers(0, k, size=n)]
-    return sample_dirichlet(k, n, alpha, rng)
-
-
-# ---------------------------------------------------------------------------------------------
-# Scoring and calibration
-
-
-def score_pool(
-    candidates: list[Candidate], objectives: tuple[str, ...], cache: Path | None
-) -> dict[str, np.ndarray]:
-    """Raw scores of every candidate, cached per objective next to the pool."""
-    cached: dict[str, np.ndarray] = {}
-    if cache is not None and cache.exists():
-        with np.load(cache) as stored:
-            cached = {
-                name: stored[name] for name in stored.files if len(stored[name]) == len(candidates)
-            }
-    missing = [name for name in objectives if name not in cached]
-    if missing:
-        prompts = [c.prompt for c in candidates]
-        texts = [c.text for c in candidates]
-        cached.update(score(missing, prompts, texts))
-        if cache is not None:
-            np.savez(cache, **cached)
-    return {name: cached[name] for name in objectives}
-
-
-def pool_scores_path(pool: Path) -> Path:
-    return pool.with_suffix(".scores.npz")
-
-
-# ---------------------------------------------------------------------------------------------
-# The trainer
 
 
 @dataclass
@@ -476,7 +252,9 @@ class Trainer:
             top_p=1.0,
             seed=int(rng.integers(2**31)),
         )
-        texts = decode_responses(self.base.tokenizer, batch)
+        texts = batch_texts(
+            self.base.tokenizer, batch, stop_token_ids(self.unwrapped, self.base.tokenizer)
+        )
         r_hat = self.normalised(score(self.objectives, prompts, texts))  # (P*k, K)
         w = torch.as_tensor(w_rows, dtype=torch.float32)
         reward = scalarise(w, torch.as_tensor(r_hat, dtype=torch.float32))  # (P*k,)
@@ -512,11 +290,14 @@ class Trainer:
         target_ids, target_mask = encode_targets(tok, targets, ended, width)
         return (prompt_ids, prompt_mask, target_ids, target_mask), conditioning
 
-    def sft_step(self, examples: list[tuple]) -> dict[str, float]:
-        """Finetune on (prompt, target, w, ended, ...): maximise log pi(target | prompt, w)."""
-        w = np.stack([e[2] for e in examples])
+    def sft_step(self, examples: list[SftExample]) -> dict[str, float]:
+        """Finetune on the examples: maximise log pi(target | prompt, w)."""
+        w = np.stack([e.weights for e in examples])
         args, conditioning = self.encode_examples(
-            [e[0] for e in examples], w, [e[1] for e in examples], [e[3] for e in examples]
+            [e.prompt for e in examples],
+            w,
+            [e.target for e in examples],
+            [e.ended for e in examples],
         )
         with conditioned(self.unwrapped, self.bank, conditioning.weights):
             logprobs = sequence_logprobs(self.model, *args)
@@ -527,14 +308,14 @@ class Trainer:
             "lengths/tokens": float(args[3].sum(dim=1).float().mean()),
         }
 
-    def dpo_step(self, examples: list[tuple]) -> dict[str, float]:
-        """Preference step on (prompt, chosen, w, chosen ended, rejected, rejected ended): the
-        chosen and rejected responses of a batch go through the model together."""
+    def dpo_step(self, examples: list[PreferencePair]) -> dict[str, float]:
+        """Preference step on the pairs: the chosen and rejected responses of a batch go through
+        the model together."""
         n = len(examples)
-        prompts = [e[0] for e in examples] * 2
-        w = np.concatenate([np.stack([e[2] for e in examples])] * 2)
-        targets = [e[1] for e in examples] + [e[4] for e in examples]
-        ended = [e[3] for e in examples] + [e[5] for e in examples]
+        prompts = [e.prompt for e in examples] * 2
+        w = np.concatenate([np.stack([e.weights for e in examples])] * 2)
+        targets = [e.chosen for e in examples] + [e.rejected for e in examples]
+        ended = [e.chosen_ended for e in examples] + [e.rejected_ended for e in examples]
         args, conditioning = self.encode_examples(prompts, w, targets, ended)
         with torch.no_grad(), adapters_off(self.unwrapped):
             ref = sequence_logprobs(self.unwrapped, *args).sum(dim=-1)  # (2n,)
@@ -595,10 +376,10 @@ class Trainer:
 
     def select(
         self, candidates: list[Candidate], r_hat: np.ndarray, round_index: int
-    ) -> list[tuple]:
-        """For each prompt and weighting w, the candidate maximising w . r_hat (DPA's selection):
-        (prompt, best text, w, best ended); dpo appends the candidate minimising it (its text and
-        ended) as the rejected response."""
+    ) -> list[SftExample] | list[PreferencePair]:
+        """For each prompt and weighting w, the candidate maximising w . r_hat (DPA's selection)
+        as an `SftExample`; dpo pairs it with the candidate minimising it, the rejected response
+        of a `PreferencePair`."""
         cfg = self.config
         k = len(self.objectives)
         by_prompt: dict[str, list[int]] = {}
@@ -610,23 +391,28 @@ class Trainer:
             if not rows:
                 continue
             rng = step_rng(cfg.seed, 100_000 + 1_000 * round_index + p_index)
-            if cfg.method == "soups":
-                weightings = np.eye(k)
-                if cfg.weightings_per_prompt < k:
-                    weightings = weightings[rng.choice(k, cfg.weightings_per_prompt, replace=False)]
-            else:
-                weightings = sample_dirichlet(
-                    k, cfg.weightings_per_prompt, cfg.dirichlet_alpha, rng
-                )
+            weightings = sample_weightings(
+                cfg.method,
+                k,
+                cfg.weightings_per_prompt,
+                cfg.dirichlet_alpha,
+                rng,
+                distinct_corners=True,
+            )
             compared = percentile_ranks(r_hat[rows]) if cfg.selection == "rank" else r_hat[rows]
             for w in weightings:
                 scores = compared @ w
                 best = candidates[rows[int(np.argmax(scores))]]
-                example = (prompt, best.text, w, best.ended)
+                weights = tuple(w.tolist())
                 if cfg.algo == "dpo":
                     worst = candidates[rows[int(np.argmin(scores))]]
-                    example += (worst.text, worst.ended)
-                examples.append(example)
+                    examples.append(
+                        PreferencePair(
+                            prompt, best.text, best.ended, worst.text, worst.ended, weights
+                        )
+                    )
+                else:
+                    examples.append(SftExample(prompt, best.text, weights, best.ended))
         return examples
 
     # -- the loops ------------------------------------------------------------------------------
@@ -635,9 +421,12 @@ class Trainer:
         """(round, epoch, batch) per global step, with the number of examples per round fixed
         by the selection, so a resumed run can find where it was."""
         schedule = []
-        per_prompt = self.config.weightings_per_prompt
-        if self.config.method == "soups":
-            per_prompt = min(per_prompt, len(self.objectives))
+        per_prompt = weighting_count(
+            self.config.method,
+            len(self.objectives),
+            self.config.weightings_per_prompt,
+            distinct_corners=True,
+        )
         examples = len(self.prompts) * per_prompt
         per_epoch = -(-examples // self.config.batch_size)
         for r in range(self.config.rounds):
@@ -694,7 +483,7 @@ class Trainer:
             desc=f"{cfg.algo} {cfg.method}",
             disable=not self.accelerator.is_main_process,
         )
-        examples: list = []
+        examples: list[SftExample] | list[PreferencePair] = []
         current_round = -1
         while self.state.step < len(schedule):
             round_index, epoch, batch_index = schedule[self.state.step]
@@ -739,14 +528,6 @@ class Trainer:
         for p in self.parameters:
             p.requires_grad_(False)
         return self.out
-
-
-def decode_responses(tokenizer, batch: SampledBatch) -> list[str]:
-    texts = []
-    for ids, mask in zip(batch.response_ids, batch.response_mask, strict=True):
-        kept = [int(t) for t, m in zip(ids, mask, strict=True) if m]
-        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
-    return texts
 
 
 def encode_targets(

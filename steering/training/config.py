@@ -1,0 +1,151 @@
+"""The training configuration: every field is a `python -m steering train` flag, documented by
+the docstring under it (`add_config_arguments` builds the flags from them)."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from dataclasses import dataclass, fields
+
+from steering.errors import UserError
+from steering.prompts import TRAIN_PROMPTS
+
+TRAINED_METHODS = ("clp", "prompt", "soups")
+ALGOS = ("rloo", "rsf", "dpo")
+SELECTIONS = ("zscore", "rank")
+SFT_LOSSES = ("sequence", "token")
+
+
+@dataclass
+class TrainConfig:
+    method: str = "clp"
+    """what to train: clp (K adapters mixed by w, trained jointly), prompt (w written into the
+    prompt, one adapter) or soups (each of the K adapters alone at its corner w = e_k)"""
+    algo: str = "rsf"
+    """rloo (online REINFORCE, leave-one-out baseline, KL penalty), rsf (conditioned
+    rejection-sampling finetuning on a candidate pool) or dpo (conditioned preference
+    optimisation of the best over the worst candidate of the same pool)"""
+    objectives: str = "positivity,conciseness,relevance"
+    """comma-separated objective names, in the order the weights refer to"""
+    prompts: str = str(TRAIN_PROMPTS)
+    """JSONL file of training prompts"""
+    limit: int = 0
+    """use only the first N prompts (0: all)"""
+    out: str = "runs/clp"
+    """directory for the trained adapter, its calibration and the metrics log"""
+    pool: str = "runs/pool/base.jsonl"
+    """base-model candidate pool (JSONL); sampled first if missing; calibrates the objectives"""
+    pool_samples: int = 4
+    """candidates per prompt in the base-model pool"""
+    variant: str = "attn"
+    """conditioned layers: attn (q, k, v, o), full (every block linear) or logit (output head)"""
+    rank: int = 4
+    """LoRA rank r of every adapter"""
+    lora_alpha: float = 8.0
+    """LoRA alpha; each adapter is scaled by alpha / r"""
+    dirichlet_alpha: float = 1.0
+    """concentration of the Dirichlet that training weightings are drawn from"""
+    lr: float = 1e-3
+    """AdamW learning rate of the adapter parameters"""
+    steps: int = 100
+    """rloo: number of optimisation steps"""
+    prompts_per_step: int = 4
+    """rloo: prompts per step (each with its own weighting)"""
+    samples: int = 4
+    """rloo: responses per prompt, k (the leave-one-out baseline needs k >= 2)"""
+    beta: float = 0.05
+    """rloo: weight of the KL penalty to the frozen base model; dpo: the DPO beta, the strength
+    of the implicit KL regularisation to the frozen base model"""
+    rounds: int = 1
+    """rsf, dpo: rounds; round 1 picks from the base pool, later rounds sample from the policy"""
+    weightings_per_prompt: int = 3
+    """rsf, dpo: weightings drawn per prompt and round (soups: that many of the K corners
+    w = e_k, drawn at random, or all K when it is K or more)"""
+    epochs: int = 1
+    """rsf, dpo: passes over each round's selected examples"""
+    selection: str = "zscore"
+    """rsf, dpo: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
+    z-scores under the base-model calibration) or rank (w . each objective's percentile rank
+    among the prompt's candidates, so every objective spans the same range whatever its spread)"""
+    sft_weight: float = 0.0
+    """dpo: weight of the chosen responses' negative log-likelihood (averaged as --sft-loss
+    says) added to the DPO loss, which keeps the preferred answers likely while the rejected
+    ones are pushed down (the NLL term of Pang et al. 2024's iterative RPO)"""
+    sft_loss: str = "sequence"
+    """rsf and dpo's --sft-weight term: how a batch's token log-likelihoods are averaged:
+    sequence (each target's mean token log-prob, so every target counts alike, however short)
+    or token (the mean over all target tokens of the batch, so a long target counts more)"""
+    batch_size: int = 16
+    """rsf, dpo: examples (dpo: preference pairs) per finetuning step"""
+    max_new_tokens: int = 80
+    """longest sampled response, in tokens"""
+    temperature: float = 0.9
+    """sampling temperature for candidate pools (rloo always samples at 1.0 to stay on-policy)"""
+    seed: int = 0
+    """seed of every random choice"""
+    checkpoint_every: int = 20
+    """save a checkpoint every N steps (and on Ctrl-C)"""
+    resume: bool = False
+    """continue from the checkpoint in --out"""
+    base_model: str = ""
+    """base model path (default: STEERING_BASE_MODEL or the shipped SmolLM2 GGUF)"""
+    dtype: str = "auto"
+    """base model dtype: auto (bfloat16 where the hardware multiplies it natively, else
+    float32), bfloat16 or float32 (adapters always train in float32)"""
+
+    def __post_init__(self):
+        if self.method not in TRAINED_METHODS:
+            raise UserError(
+                f"method {self.method!r} is not trainable; choose one of {', '.join(TRAINED_METHODS)}"
+            )
+        if self.algo not in ALGOS:
+            raise UserError(f"algo {self.algo!r} is unknown; choose one of {', '.join(ALGOS)}")
+        if self.algo == "rloo" and self.samples < 2:
+            raise UserError(
+                "rloo needs at least 2 samples per prompt for the leave-one-out baseline"
+            )
+        if self.dirichlet_alpha <= 0:
+            raise UserError("dirichlet_alpha must be positive")
+        if self.selection not in SELECTIONS:
+            raise UserError(
+                f"selection {self.selection!r} is unknown; choose one of {', '.join(SELECTIONS)}"
+            )
+        if self.sft_loss not in SFT_LOSSES:
+            raise UserError(
+                f"sft_loss {self.sft_loss!r} is unknown; choose one of {', '.join(SFT_LOSSES)}"
+            )
+
+    @property
+    def objective_names(self) -> tuple[str, ...]:
+        names = tuple(n.strip() for n in self.objectives.split(",") if n.strip())
+        if len(names) < 2:
+            raise UserError("give at least two objectives to trade off")
+        return names
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The docstring under each dataclass field (shown by `--help`)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr):
+            if isinstance(following.value, ast.Constant) and isinstance(following.value.value, str):
+                docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def add_config_arguments(parser, cls=TrainConfig) -> None:
+    docs = field_docs(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=docs.get(f.name))
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str)
+            parser.add_argument(
+                flag,
+                type=kind,
+                default=f.default,
+                help=f"{docs.get(f.name)} (default: {f.default})",
+            )

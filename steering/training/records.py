@@ -1,0 +1,72 @@
+"""What the pool-based algorithms train on, and the weightings they are drawn at.
+
+- `SftExample`: rsf's record, a prompt, the candidate a weighting w selected and whether that
+  candidate ended on its own (so its target ends with the end-of-turn token).
+- `PreferencePair`: dpo's record, the chosen (best for w) and rejected (worst for w) candidates.
+- `sample_weightings`: the one sampler of training weightings, for rloo steps, later rounds'
+  pools and the selection of examples. It only ever consumes `rng` as the step it serves did
+  before there was one sampler, so every seeded run and every resumed run draws the same w.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from steering.evaluation.pareto import sample_dirichlet
+
+
+@dataclass(frozen=True)
+class SftExample:
+    """Finetune the policy conditioned on `weights` to answer `prompt` with `target`."""
+
+    prompt: str
+    target: str
+    weights: tuple[float, ...]
+    ended: bool  # False when the target was cut off by the token limit (no end-of-turn token)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    """The policy conditioned on `weights` should prefer `chosen` to `rejected` for `prompt`."""
+
+    prompt: str
+    chosen: str
+    chosen_ended: bool
+    rejected: str
+    rejected_ended: bool
+    weights: tuple[float, ...]
+
+
+def weighting_count(method: str, k: int, n: int, distinct_corners: bool = False) -> int:
+    """How many rows `sample_weightings(method, k, n, ..., distinct_corners)` returns: n, except
+    that there are only K distinct corners."""
+    if method == "soups" and distinct_corners:
+        return min(n, k)
+    return n
+
+
+def sample_weightings(
+    method: str,
+    k: int,
+    n: int,
+    alpha: float,
+    rng: np.random.Generator,
+    distinct_corners: bool = False,
+) -> np.ndarray:
+    """(n, K) training weightings: Dirichlet(alpha) rows on the simplex for clp and prompt;
+    corners w = e_k for soups, each adapter trained alone at its own.
+
+    Soups corners are drawn with replacement (rloo steps, round pools), or, with
+    `distinct_corners` (the selection of rsf and dpo examples), as n different corners in a
+    random order, or all K in order (drawing nothing) when n >= K.
+    """
+    if method != "soups":
+        return sample_dirichlet(k, n, alpha, rng)
+    corners = np.eye(k)
+    if not distinct_corners:
+        return corners[rng.integers(0, k, size=n)]
+    if n < k:
+        return corners[rng.choice(k, n, replace=False)]
+    return corners
