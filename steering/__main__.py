@@ -143,7 +143,7 @@ def cmd_train_reward(args) -> None:
     # the CLI entry point reads the ratings through storage; the steering library never does
     from steering.objectives import train_human_reward
     from storage.engine import make_engine, upgrade
-    from storage.repository import preference_records
+    from storage.queries import preference_records
 
     upgrade(args.db)  # as the app does on start: an empty or older database gets the schema
     report = train_human_reward(

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
+from storage.queries import preference_records
 from storage.records import PreferenceRecord
-from storage.repository import preference_records
 
 ARROW_SCHEMA = pa.schema(
     [

@@ -20,7 +20,7 @@ from steering.model.generate import Decoding
 from steering.serve.backends import Backends
 from steering.serve.dashboard import DashboardQueries
 from steering.serve.service import SteeringService
-from storage import repository as repo
+from storage import queries
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Write a kind note to a neighbour."
@@ -101,7 +101,7 @@ def test_generate_streams_then_scores_stores_and_plots(service):
     assert [bar.y for bar in bars.data][0] is not None
     assert "hypervolume" in frontier.layout.title.text
     assert "clp" in hv
-    stored = [p for p in repo.frontier_points(service.engine, PROMPT) if p.text == final_text]
+    stored = [p for p in queries.frontier_points(service.engine, PROMPT) if p.text == final_text]
     assert stored and set(stored[-1].scores) == set(OBJECTIVES)
     assert stored[-1].weights == pytest.approx((0.8, 0.2))
     newest_id = chooser["choices"][0][1]
@@ -115,7 +115,7 @@ def test_over_long_prompt_is_cut_before_the_model(service):
     )
     with pytest.warns(UserWarning, match="only the first 20"):
         run(app.ui_generate(short, "Tell me a story " * 10, "base", *DECODING, 1, 1))
-    assert repo.frontier_points(service.engine, ("Tell me a story " * 10)[:20].strip())
+    assert queries.frontier_points(service.engine, ("Tell me a story " * 10)[:20].strip())
 
 
 def test_all_zero_weights_is_one_clear_sentence(service):

@@ -90,6 +90,4 @@ def shipped_objectives() -> tuple[str, ...]:
 
 def available_methods() -> list[str]:
     """The methods whose adapters exist (base always does)."""
-    return [
-        m for m in METHODS if m == "base" or (default_adapter_dir(m) / ADAPTER_FILE).is_file()
-    ]
+    return [m for m in METHODS if m == "base" or (default_adapter_dir(m) / ADAPTER_FILE).is_file()]

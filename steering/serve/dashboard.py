@@ -14,7 +14,7 @@ from pathlib import Path
 from steering.errors import UserError
 from steering.serve.frontier import PlotPoint
 from steering.serve.service import SteeringService
-from storage import repository as repo
+from storage import queries
 from storage.export import export_preferences
 from storage.records import MethodStrength, Steerability, WinRate
 
@@ -46,16 +46,18 @@ class DashboardQueries:
         if not fresh and self._cached and now - self._cached[0] < self.ttl_s:
             return self._cached[1]
         engine = self.service.engine
-        raters = repo.rater_counts(engine)
-        everything = repo.frontier_points(engine)
+        raters = queries.rater_counts(engine)
+        everything = queries.frontier_points(engine)
         dashboard = Dashboard(
             generations=len(everything),
             prompts=len({p.prompt for p in everything}),
             ratings=sum(r.ratings for r in raters),
             raters=sum(1 for r in raters if r.ratings),
-            wins=repo.win_rates(engine, by="method"),
-            strengths=repo.bradley_terry(engine),
-            steerability=[(o, repo.human_steerability(engine, o)) for o in self.service.objectives],
+            wins=queries.win_rates(engine, by="method"),
+            strengths=queries.bradley_terry(engine),
+            steerability=[
+                (o, queries.human_steerability(engine, o)) for o in self.service.objectives
+            ],
             points=self.service.plot_points(None),
         )
         self._cached = (now, dashboard)

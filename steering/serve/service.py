@@ -40,6 +40,7 @@ from steering.prompts import EVAL_PROMPTS, read_prompts
 from steering.serve.backends import Backend, Backends, resolve_backend
 from steering.serve.frontier import PlotPoint
 from steering.weights import Weights
+from storage import queries
 from storage import repository as repo
 from storage.engine import make_engine, upgrade
 
@@ -438,7 +439,7 @@ class SteeringService:
         return VoteCount(rating_id, yours, total)
 
     def vote_counts(self, anonymous_id: str | None) -> tuple[int, int]:
-        counts = repo.rater_counts(self.engine)
+        counts = queries.rater_counts(self.engine)
         yours = sum(c.ratings for c in counts if c.anonymous_id == anonymous_id)
         return yours, sum(c.ratings for c in counts)
 
@@ -447,7 +448,7 @@ class SteeringService:
     def plot_points(self, prompt: str | None = None) -> list[PlotPoint]:
         """Stored generations with a normalised score for every objective of this service."""
         points = []
-        for p in repo.frontier_points(self.engine, prompt):
+        for p in queries.frontier_points(self.engine, prompt):
             if tuple(p.objectives) != self.objectives or set(p.scores) < set(self.objectives):
                 continue
             scores = tuple(p.scores[o] for o in self.objectives)

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from storage.export import ARROW_SCHEMA, COLUMNS, export_preferences
+from storage.queries import preference_records
 from storage.records import PreferenceRecord
-from storage.repository import preference_records
 
 
 def test_columns_follow_the_record():

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from storage.backup import backup
 from storage.engine import make_engine, upgrade
 from storage.models import Rating
-from storage.repository import add_rating, ensure_rater, rater_counts
+from storage.queries import rater_counts
+from storage.repository import add_rating, ensure_rater
 
 WRITER = Path(__file__).with_name("sigkill_writer.py")
 ACKNOWLEDGED_BEFORE_KILL = 40

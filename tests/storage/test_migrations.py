@@ -15,7 +15,8 @@ from alembic.runtime.migration import MigrationContext
 
 from storage.engine import alembic_config, check_current, head_revision, make_engine, upgrade
 from storage.models import Base
-from storage.repository import add_rating, ensure_rater, preference_records, rater_counts
+from storage.queries import preference_records, rater_counts
+from storage.repository import add_rating, ensure_rater
 
 PREVIOUS = "0001"
 

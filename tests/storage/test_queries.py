@@ -9,8 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage import bradley_terry as bt
-from storage.repository import (
-    add_rating,
+from storage.queries import (
     bradley_terry,
     frontier_points,
     human_steerability,
@@ -19,6 +18,7 @@ from storage.repository import (
     weight_region,
     win_rates,
 )
+from storage.repository import add_rating
 
 
 def test_win_rates_by_method(rated):

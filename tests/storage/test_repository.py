@@ -13,6 +13,7 @@ from sqlalchemy import event
 from storage import engine as storage_engine
 from storage import models
 from storage.engine import make_engine
+from storage.queries import frontier_points, rater_counts
 from storage.repository import (
     DuplicateVoteError,
     add_comparison,
@@ -20,8 +21,6 @@ from storage.repository import (
     add_rating,
     add_scores,
     ensure_rater,
-    frontier_points,
-    rater_counts,
 )
 
 

@@ -17,7 +17,7 @@ from steering.serve.service import (
     parse_decoding,
 )
 from steering.weights import Weights
-from storage import repository as repo
+from storage import queries
 
 PROMPT = "Write a kind note to a neighbour."
 SHORT = Decoding(4, 0.7, seed=0)
@@ -66,7 +66,7 @@ def test_stream_stores_the_generation_with_its_weights(service):
     assert stored.weights == pytest.approx((0.8, 0.2))
     point = [
         p
-        for p in repo.frontier_points(service.engine, PROMPT)
+        for p in queries.frontier_points(service.engine, PROMPT)
         if p.generation_id == stored.generation_id
     ]
     assert point and point[0].weights == pytest.approx((0.8, 0.2))
