@@ -67,3 +67,22 @@ class Weights:
 
     def as_dict(self) -> dict[str, float]:
         return dict(zip(self.names, self.values, strict=True))
+
+
+def per_row(
+    weights: Weights | Sequence[Weights], names: tuple[str, ...], rows: int
+) -> list[Weights]:
+    """One weighting per row of a batch: a single `Weights` serves every row. Weights are trusted
+    (parsed at the border); only that they weigh these objectives, and their count, is checked."""
+    given = [weights] if isinstance(weights, Weights) else list(weights)
+    for w in given:
+        if w.names != tuple(names):
+            raise UserError(
+                f"the weights are for {', '.join(w.names)}, but this method steers "
+                f"{', '.join(names)}"
+            )
+    if len(given) == 1 and rows > 1:
+        given = given * rows
+    if len(given) != rows:
+        raise UserError(f"{rows} prompts but {len(given)} weightings")
+    return given

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from steering.errors import UserError
 from steering.model.generate import Conditioning, Decoding, Generation, generate, stream
 from steering.model.methods import (
     ADAPTER_OF_METHOD,
@@ -27,24 +26,13 @@ from steering.model.mixing import AdapterMetadata, adapter_objectives, load_bank
 from steering.model.policy import BaseModel, BaseModelIdentity
 from steering.model.streaming import streamed
 from steering.objectives import Calibration, load_calibration
-from steering.weights import Weights
+from steering.weights import Weights, per_row
 
 
 def weight_matrix(weights: Weights | Sequence[Weights], objectives: tuple[str, ...], rows: int):
-    """(rows, K) float32: one Weights serves every row, or one per row. Weights are trusted (parsed
-    at the border); only that they weigh this method's objectives is checked."""
-    given = [weights] if isinstance(weights, Weights) else list(weights)
-    for w in given:
-        if w.names != objectives:
-            raise UserError(
-                f"the weights are for {', '.join(w.names)}, but this method steers "
-                f"{', '.join(objectives)}"
-            )
-    if len(given) == 1 and rows > 1:
-        given = given * rows
-    if len(given) != rows:
-        raise UserError(f"{rows} prompts but {len(given)} weightings")
-    return torch.tensor([w.values for w in given], dtype=torch.float32)
+    """(rows, K) float32, one row per prompt (`steering.weights.per_row`)."""
+    rows = per_row(weights, objectives, rows)
+    return torch.tensor([w.values for w in rows], dtype=torch.float32)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from steering.model.policy import BaseModelIdentity, model_identity
 from steering.objectives import Calibration, load_calibration
 from steering.serve.gguf_export import export_gguf_adapters
 from steering.serve.llamacpp_runtime import LlamaCppRuntime, Mix
-from steering.weights import Weights
+from steering.weights import Weights, per_row
 
 MIXES = ("merged", "scales")
 
@@ -54,20 +54,6 @@ class LlamaCppSteerer:
         """Normalisation statistics saved with the adapter (the shipped clp one for `base`)."""
         return load_calibration(self.adapter_dir or default_adapter_dir("clp"))
 
-    def _rows(self, weights: Weights | Sequence[Weights], rows: int) -> list[tuple[float, ...]]:
-        given = [weights] if isinstance(weights, Weights) else list(weights)
-        for w in given:
-            if w.names != self.objectives:
-                raise UserError(
-                    f"the weights are for {', '.join(w.names)}, but this method steers "
-                    f"{', '.join(self.objectives)}"
-                )
-        if len(given) == 1 and rows > 1:
-            given = given * rows
-        if len(given) != rows:
-            raise UserError(f"{rows} prompts but {len(given)} weightings")
-        return [w.values for w in given]
-
     def _request(self, prompt: str, w: tuple[float, ...], max_new_tokens: int):
         """The prompt's token ids and the adapter scales for one weighting."""
         if self.method == "prompt":
@@ -87,7 +73,7 @@ class LlamaCppSteerer:
         """
         if not prompts:
             raise UserError("no prompts were given")
-        rows = self._rows(weights, len(prompts))
+        rows = [w.values for w in per_row(weights, self.objectives, len(prompts))]
         # every prompt is checked before the first one runs
         requests = [
             self._request(p, row, decoding.max_new_tokens)
@@ -107,7 +93,7 @@ class LlamaCppSteerer:
     def stream(self, prompt: str, weights: Weights, decoding: Decoding) -> Iterator[str]:
         """The response text so far, after every token; it never runs past max_new_tokens, and
         closing the iterator stops the generation at the next token."""
-        (row,) = self._rows(weights, 1)
+        (row,) = [w.values for w in per_row(weights, self.objectives, 1)]
         ids, mix = self._request(prompt, row, decoding.max_new_tokens)
         tokens: list[int] = []
         for token in self.runtime.stream_tokens(ids, mix, decoding):

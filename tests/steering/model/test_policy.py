@@ -2,6 +2,7 @@ import pytest
 
 from steering.errors import UserError
 from steering.model.generate import Conditioning, generate
+from steering.model.loader import Models
 from steering.model.policy import (
     default_gguf_path,
     load_base,
@@ -48,7 +49,8 @@ def test_shipped_gguf_is_found_without_importing_the_package():
 
 @pytest.mark.slow
 def test_real_shipped_model_generates():
-    base = load_base()
+    models = Models()
+    base = models.base()
     assert base.identity == model_identity(default_gguf_path())
     assert str(base.model.dtype) == f"torch.{resolve_dtype()}"
     out = generate(
@@ -60,4 +62,5 @@ def test_real_shipped_model_generates():
         temperature=0,
     )
     assert 1 <= out[0].tokens <= 6 and out[0].text.strip()
-    assert load_base() is base  # loaded once per process
+    # loaded once per owner; `auto` and the dtype it stands for share the model
+    assert models.base() is base and models.base(dtype=resolve_dtype()) is base
