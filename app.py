@@ -4,22 +4,18 @@ rate pairs of responses, and follow the ratings on a dashboard.
 
     make run                  # or `python app.py`: serves on 0.0.0.0:7860 (PORT overrides)
 
-Only the page lives here: layout, event wiring and formatting. Handlers parse, call the service
-(`steering.serve.service.SteeringService`) and format; the gradio_client endpoints are
-`steering.serve.api.ApiEndpoints`. The model loads once per process in a background thread, so
-a page load never waits for it; every model call shares one concurrency group with a bounded
-queue. Data lives in /data when it exists and is writable (a Space's persistent disk), else
-./data; DATABASE_URL overrides. Endpoints for gradio_client: docs/app.md.
+Only the page lives here: layout, events and formatting. Handlers parse, call the service
+(`steering/serve/`) and format. The model loads in the background, so a page never waits for it;
+every model call shares one concurrency group with a bounded queue. docs/app.md has the rest.
 """
 
 from __future__ import annotations
 
-import functools
 import html
 import inspect
 import logging
 import os
-import uuid
+import typing
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -28,41 +24,25 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from app_plots import (  # noqa: E402
-    dashboard_tables,
-    empty_figure,
-    frontier_figure,
-    hypervolume_line,
-    point_choices,
-    question,
-    reveal,
-    scores_figure,
-    strengths_figure,
-    vote_line,
-    weights_label,
-)
-from steering.errors import UserError  # noqa: E402
-from steering.model.methods import METHODS  # noqa: E402
-from steering.objectives import get_objective  # noqa: E402
-from steering.serve.api import ApiEndpoints  # noqa: E402
-from steering.serve.dashboard import DashboardQueries  # noqa: E402
-from steering.serve.frontier import DEFAULT_REFERENCE  # noqa: E402
-from steering.serve.service import (  # noqa: E402
-    MAX_NEW_TOKENS,
-    SWEEP_STEPS,
-    SteeringService,
-    parse_decoding,
-)
+import app_plots as view
+from steering.errors import UserError
+from steering.model.methods import METHODS
+from steering.objectives import get_objective
+from steering.serve.api import ApiEndpoints
+from steering.serve.arena import Arena
+from steering.serve.dashboard import DashboardQueries
+from steering.serve.limits import request_identity
+from steering.serve.service import MAX_NEW_TOKENS, SWEEP_STEPS, SteeringService, parse_decoding
 
 log = logging.getLogger("app")
+Profile = gr.OAuthProfile | None
 
 VOTE_CHOICES = {"a": "A is better", "b": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
-# BrowserState encrypts in the browser with a secret it receives in the page config, so the
-# secret hides nothing; keeping it fixed keeps a visitor's anonymous id across server restarts.
-RATER_STORAGE_KEY = "steering-rater-id"
-RATER_SECRET = "steering-anonymous-rater"
+# The browser keeps its server-signed rater token here. BrowserState's own secret is in the page
+# and hides nothing; what makes the token trustworthy is the server's signature on it.
+RATER_STORAGE_KEY = "steering-rater-token"
 
 
 def shown(message: str) -> str:
@@ -85,21 +65,41 @@ def friendly_errors():
 
 
 def endpoint(fn):
-    """`fn` with its signature and docstring (which gradio_client sees), errors made friendly."""
+    """`fn` for gr.api: its parameters and docstring (which gradio_client sees), errors made
+    friendly, and `address` / `hub_user` filled in from the request instead of by the client."""
+    signature, hints = inspect.signature(fn), typing.get_type_hints(fn)
+    filled = [n for n in ("address", "hub_user") if n in signature.parameters]
+    params = [p for n, p in signature.parameters.items() if n not in filled]
+    if filled:  # gradio passes these two by position, after the client's values
+        kind, none = inspect.Parameter.POSITIONAL_OR_KEYWORD, None
+        params += [
+            inspect.Parameter("request", kind, default=none, annotation=gr.Request),
+            inspect.Parameter("profile", kind, default=none, annotation=Profile),
+        ]
+    names = [p.name for p in params]
+
+    def arguments(args, kwargs) -> dict:
+        given = {**dict(zip(names, args, strict=False)), **kwargs}
+        request, profile = given.pop("request", None), given.pop("profile", None)
+        known = dict(zip(("address", "hub_user"), request_identity(request, profile), strict=True))
+        return given | {name: known[name] for name in filled}
+
     if inspect.isgeneratorfunction(fn):
 
-        @functools.wraps(fn)
-        def streaming(*args, **kwargs):
+        def call(*args, **kwargs):
             with friendly_errors():
-                yield from fn(*args, **kwargs)
+                yield from fn(**arguments(args, kwargs))
+    else:
 
-        return streaming
+        def call(*args, **kwargs):
+            with friendly_errors():
+                return fn(**arguments(args, kwargs))
 
-    @functools.wraps(fn)
-    def call(*args, **kwargs):
-        with friendly_errors():
-            return fn(*args, **kwargs)
-
+    call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+    call.__signature__ = signature.replace(parameters=params)
+    call.__annotations__ = {p.name: hints.get(p.name, p.annotation) for p in params} | {
+        "return": hints.get("return")
+    }
     return call
 
 
@@ -108,19 +108,7 @@ def endpoint(fn):
 
 def frontier(service: SteeringService, prompt, highlight=None, title="This prompt's generations"):
     points = service.plot_points(prompt)
-    return points, frontier_figure(points, service.objectives, highlight, title, DEFAULT_REFERENCE)
-
-
-def status_line(service: SteeringService) -> str:
-    if not service.ready:
-        return "Loading the model… the page works meanwhile; requests wait for it."
-    if service.load_error:
-        return f"The {service.default_method} method did not load: {shown(service.load_error)}"
-    backend = "llama.cpp" if service.serving_backend() == "llamacpp" else "torch"
-    return (
-        f"Model ready ({service.default_method} on {backend}; "
-        f"objectives: {', '.join(service.objectives)})."
-    )
+    return points, view.frontier_figure(points, service.objectives, highlight, title)
 
 
 # --- UI handlers (plain functions of the service and the component values) ---------------------
@@ -163,10 +151,10 @@ def ui_generate(
             points, figure = frontier(service, prompt, highlight=item.generation_id)
             yield (
                 item.text,
-                scores_figure(service.objectives, item.raw, item.normalised),
+                view.scores_figure(service.objectives, item.raw, item.normalised),
                 figure,
-                hypervolume_line(points),
-                gr.update(choices=point_choices(points, service.objectives), value=None),
+                view.hypervolume_line(points),
+                gr.update(choices=view.point_choices(points, service.objectives), value=None),
             )
 
 
@@ -184,8 +172,8 @@ def ui_sweep(
         for done, total, _ in service.sweep(prompt, list(methods or []), float(step), decoding):
             progress((done, total), desc=f"{done}/{total} generations")
             points, figure = frontier(service, prompt)
-            choices = point_choices(points, service.objectives)
-            yield figure, hypervolume_line(points), gr.update(choices=choices, value=None)
+            choices = view.point_choices(points, service.objectives)
+            yield figure, view.hypervolume_line(points), gr.update(choices=choices, value=None)
 
 
 def ui_show_point(service: SteeringService, generation_id, prompt) -> tuple[str, str]:
@@ -196,69 +184,65 @@ def ui_show_point(service: SteeringService, generation_id, prompt) -> tuple[str,
             None
         ):
             if point.generation_id == int(generation_id):
-                scores = ", ".join(
-                    f"{o} {s:+.2f}" for o, s in zip(service.objectives, point.scores, strict=True)
-                )
-                return point.text, (
-                    f"#{point.generation_id} · `{point.method}` · weights "
-                    f"{weights_label(service.objectives, point.weights)} · {scores}"
-                )
+                return point.text, view.point_line(service.objectives, point)
     return "", "That generation is not in the plot any more."
 
 
-def ui_rater_id(current) -> str:
-    return current if isinstance(current, str) and current else str(uuid.uuid4())
-
-
-def ui_new_pair(service: SteeringService, prompt, max_tokens, temperature, rater):
+def ui_new_pair(arena: Arena, prompt, max_tokens, temperature, token, request, profile):
+    address, hub_user = request_identity(request, profile)
     with friendly_errors():
+        rater = arena.rater(token, hub_user)
         decoding = parse_decoding(max_tokens, temperature, 0)
-        pair = service.new_pair(service.optional_prompt(prompt), decoding)
-    state = {
-        "comparison_id": pair.comparison_id,
-        "a": {"method": pair.a.method, "weights": pair.a.weights},
-        "b": {"method": pair.b.method, "weights": pair.b.weights},
-    }
+        pair = arena.new_pair(arena.service.optional_prompt(prompt), decoding, rater, address)
+    state = view.pair_state(pair)
     buttons = [gr.update(interactive=True)] * len(VOTE_CHOICES)
-    radios = [gr.update(value=None)] * len(service.objectives)
-    votes = vote_line(*service.vote_counts(rater))
+    radios = [gr.update(value=None)] * len(arena.service.objectives)
+    votes = view.vote_line(*arena.vote_counts(rater))
     return (state, pair.prompt, pair.a.text, pair.b.text, "", votes, *buttons, *radios)
 
 
-def ui_vote(service: SteeringService, choice, profile, pair, rater, *answers):
-    """Store the vote (the server refuses a second one on the same pair), then reveal."""
-    n_buttons = len(VOTE_CHOICES)
+def ui_vote(arena: Arena, choice, pair, token, request, profile, *answers):
+    """Store the vote (the server takes one per pair, by the rater it was shown to), reveal."""
     if not pair:
         gr.Warning("Ask for a new pair first.")
-        return (gr.skip(),) * (3 + n_buttons)
-    rater = ui_rater_id(rater)
-    user_name = getattr(profile, "username", None) if profile is not None else None
-    per_objective = dict(zip(service.objectives, answers, strict=True))
+        return (gr.skip(),) * (2 + len(VOTE_CHOICES))
+    address, hub_user = request_identity(request, profile)
+    per_objective = dict(zip(arena.service.objectives, answers, strict=True))
     with friendly_errors():
-        counts = service.rate(pair["comparison_id"], choice, rater, None, per_objective, user_name)
-    disabled = [gr.update(interactive=False)] * n_buttons
-    votes = vote_line(counts.yours, counts.total)
-    return (reveal(pair, service.objectives), votes, rater, *disabled)
+        rater = arena.rater(token, hub_user)
+        counts = arena.rate(pair["ticket"], choice, rater, None, per_objective, address)
+    disabled = [gr.update(interactive=False)] * len(VOTE_CHOICES)
+    votes = view.vote_line(counts.yours, counts.total)
+    return (view.reveal(pair, arena.service.objectives), votes, *disabled)
+
+
+def ui_undo(arena: Arena, token, profile):
+    """Take back the last vote; the pair's buttons come back so it can be voted again."""
+    with friendly_errors():
+        counts = arena.undo(arena.rater(token, request_identity(None, profile)[1]))
+    enabled = [gr.update(interactive=True)] * len(VOTE_CHOICES)
+    return ("Your last vote was undone.", view.vote_line(counts.yours, counts.total), *enabled)
 
 
 def ui_dashboard(dashboard: DashboardQueries, fresh: bool = False):
     """Counts, win rates, strengths, human steerability and the frontier of everything stored."""
     with friendly_errors():
         d = dashboard.get(fresh)
-        counts, wins, bt, steer = dashboard_tables(d)
+        counts, wins, bt, steer = view.dashboard_tables(d)
         objectives, title = dashboard.service.objectives, "All stored generations"
-        everything = frontier_figure(d.points, objectives, None, title, DEFAULT_REFERENCE)
-        return counts, wins, bt, strengths_figure(d.strengths), steer, everything
+        everything = view.frontier_figure(d.points, objectives, None, title)
+        return counts, wins, bt, view.strengths_figure(d.strengths), steer, everything
 
 
-def ui_export(dashboard: DashboardQueries) -> str:
+def ui_export(dashboard: DashboardQueries, arena: Arena, admin_token, profile) -> str:
     with friendly_errors():
+        arena.check_admin(admin_token, request_identity(None, profile)[1])
         return str(dashboard.export_file())
 
 
 def ui_status(service: SteeringService):
     service.start_loading()
-    return status_line(service), gr.Timer(active=not service.ready)
+    return view.status_line(service), gr.Timer(active=not service.ready)
 
 
 # --- layout --------------------------------------------------------------------------------------
@@ -283,26 +267,17 @@ def weight_controls(name: str, even: float) -> tuple[gr.Slider, gr.Number]:
 def explore_tab(service: SteeringService) -> SimpleNamespace:
     """The prompt, method, one slider per objective, decoding and sweep controls; the response,
     its scores and the prompt's frontier."""
-    ui, objectives = SimpleNamespace(sliders=[], used=[]), service.objectives
+    ui, objectives = SimpleNamespace(), service.objectives
     examples = service.example_prompts()[:: max(1, len(service.example_prompts()) // 6)][:6]
     with gr.Row():
         with gr.Column(scale=2):
-            placeholder = "Ask for a review, a note, a story…"
-            ui.prompt = gr.Textbox(
-                label="Prompt", lines=3, elem_id="prompt", placeholder=placeholder
-            )
+            hint = "Ask for a review, a note, a story…"
+            ui.prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", placeholder=hint)
             gr.Examples(examples=[[e] for e in examples], inputs=[ui.prompt])
-            ui.method = gr.Radio(
-                list(METHODS),
-                value=service.default_method,
-                label="Method",
-                elem_id="method",
-                info=METHOD_INFO,
-            )
-            for name in objectives:
-                slider, used = weight_controls(name, 1 / len(objectives))
-                ui.sliders.append(slider)
-                ui.used.append(used)
+            method = {"label": "Method", "elem_id": "method", "info": METHOD_INFO}
+            ui.method = gr.Radio(list(METHODS), value=service.default_method, **method)
+            controls = [weight_controls(n, 1 / len(objectives)) for n in objectives]
+            ui.sliders, ui.used = [s for s, _ in controls], [u for _, u in controls]
             with gr.Accordion("Decoding", open=False, elem_id="decoding"):
                 ui.max_tokens = gr.Slider(
                     1, MAX_NEW_TOKENS, 64, step=1, label="Max new tokens", elem_id="max-tokens"
@@ -322,7 +297,7 @@ def explore_tab(service: SteeringService) -> SimpleNamespace:
             )
             ui.scores = gr.Plot(label="Scores", elem_id="scores")
             ui.frontier = gr.Plot(
-                empty_figure("Generate to add points."),
+                view.empty_figure("Generate to add points."),
                 label="Pareto frontier of this prompt",
                 elem_id="frontier",
             )
@@ -361,9 +336,11 @@ def rate_tab(objectives: tuple[str, ...]) -> SimpleNamespace:
         }
     with gr.Accordion("Per objective (optional, answer before voting)", open=False):
         sides = [("A", "a"), ("B", "b"), ("Same", "tie")]
-        ui.answers = [gr.Radio(sides, value=None, label=question(o)) for o in objectives]
+        ui.answers = [gr.Radio(sides, value=None, label=view.question(o)) for o in objectives]
     ui.revealed = gr.Markdown(elem_id="reveal")
-    ui.votes = gr.Markdown(vote_line(0, 0), elem_id="votes")
+    with gr.Row():
+        ui.votes = gr.Markdown(view.vote_line(0, 0), elem_id="votes")
+        ui.undo = gr.Button("Undo my last vote", size="sm", elem_id="undo")
     return ui
 
 
@@ -388,17 +365,22 @@ def dashboard_tab() -> SimpleNamespace:
     ui.frontier = gr.Plot(label="Frontier of all stored generations")
     with gr.Row():
         ui.refresh = gr.Button("Refresh")
-        ui.export = gr.Button("Export ratings (JSONL)")
+        ui.admin_token = gr.Textbox(label="Admin token", type="password", elem_id="admin-token")
+        ui.export = gr.Button("Export ratings (JSONL, admins only)", elem_id="export")
     ui.export_file = gr.File(label="Ratings export")
     ui.timer = gr.Timer(30.0)
     return ui
 
 
 def build_demo(
-    service: SteeringService, model_concurrency: int = 1, queue_size: int = 32
+    service: SteeringService,
+    arena: Arena | None = None,
+    model_concurrency: int = 1,
+    queue_size: int = 32,
 ) -> gr.Blocks:
+    arena = arena or Arena(service)
     dashboard = DashboardQueries(service)
-    api = ApiEndpoints(service, dashboard)
+    api = ApiEndpoints(service, arena, dashboard)
     model = {"concurrency_id": "model", "concurrency_limit": model_concurrency}
     private = {"api_visibility": "private"}
 
@@ -407,9 +389,9 @@ def build_demo(
             "# Steer a language model\nOne slider per objective: the model's trade-off "
             "between them is chosen at inference time (a Conditional Language Policy)."
         )
-        status = gr.Markdown(status_line(service), elem_id="status")
+        status = gr.Markdown(view.status_line(service), elem_id="status")
         status_timer = gr.Timer(2.0)
-        rater = gr.BrowserState(None, storage_key=RATER_STORAGE_KEY, secret=RATER_SECRET)
+        rater = gr.BrowserState(None, storage_key=RATER_STORAGE_KEY)
         with gr.Tab("Explore and sweep"):
             ex = explore_tab(service)
         with gr.Tab("Rate"):
@@ -421,8 +403,7 @@ def build_demo(
         quiet = {**private, "queue": False, "show_progress": "hidden"}
         for trigger in (status_timer.tick, demo.load):
             trigger(lambda: ui_status(service), None, [status, status_timer], **quiet)
-        demo.load(ui_rater_id, rater, rater, **private, queue=False)
-        demo.load(lambda r: vote_line(*service.vote_counts(r)), rater, rt.votes, **private)
+        demo.load(arena.token_or_new, rater, rater, **private, queue=False)
         used = {**quiet, "trigger_mode": "always_last"}
         for slider in ex.sliders:
             slider.input(lambda *w: ui_used_weights(service, *w), ex.sliders, ex.used, **used)
@@ -459,15 +440,23 @@ def build_demo(
         buttons = list(rt.buttons.values())
         pair_in = [rt.prompt_in, ex.max_tokens, ex.temperature, rater]
         pair_out = [rt.pair, rt.prompt, rt.text_a, rt.text_b, rt.revealed, rt.votes, *buttons]
-        new_pair = lambda p, m, t, r: ui_new_pair(service, p, m, t, r)  # noqa: E731
+
+        def new_pair(prompt, tokens, temperature, token, request: gr.Request, profile: Profile):
+            return ui_new_pair(arena, prompt, tokens, temperature, token, request, profile)
+
         rt.new_pair.click(new_pair, pair_in, [*pair_out, *rt.answers], **model, **private)
         for choice, button in rt.buttons.items():
 
-            def vote(profile: gr.OAuthProfile | None, pair, rater_id, *given, choice=choice):
-                return ui_vote(service, choice, profile, pair, rater_id, *given)
+            def vote(request: gr.Request, profile: Profile, pair, token, *given, choice=choice):
+                return ui_vote(arena, choice, pair, token, request, profile, *given)
 
-            vote_out = [rt.revealed, rt.votes, rater, *buttons]
+            vote_out = [rt.revealed, rt.votes, *buttons]
             button.click(vote, [rt.pair, rater, *rt.answers], vote_out, **private)
+
+        def undo_vote(token, profile: Profile):
+            return ui_undo(arena, token, profile)
+
+        rt.undo.click(undo_vote, [rater], [rt.revealed, rt.votes, *buttons], **private)
 
         dashboard_out = [db.counts, db.wins, db.strengths, db.strength_plot, db.steer, db.frontier]
         polled = {**private, "show_progress": "hidden"}
@@ -475,11 +464,16 @@ def build_demo(
             trigger(lambda: ui_dashboard(dashboard), None, dashboard_out, **polled)
         for trigger in (db.refresh.click, dashboard_tab_.select):
             trigger(lambda: ui_dashboard(dashboard, fresh=True), None, dashboard_out, **private)
-        db.export.click(lambda: ui_export(dashboard), None, db.export_file, **private)
+
+        def export_ratings(admin_token, profile: Profile):
+            return ui_export(dashboard, arena, admin_token, profile)
+
+        db.export.click(export_ratings, [db.admin_token], db.export_file, **private)
 
         scorers = {"concurrency_id": "scorers", "concurrency_limit": 2}
         endpoints = {"generate": model, "sweep": model, "pair": model, "score": scorers}
-        for name in ("generate", "sweep", "pair", "score", "rate", "frontier", "export"):
+        names = ("generate", "sweep", "pair", "score", "rate", "frontier", "export")
+        for name in (*names, "session", "undo", "stats"):
             gr.api(endpoint(getattr(api, name)), api_name=name, **endpoints.get(name, {}))
 
     demo.queue(max_size=queue_size, default_concurrency_limit=4)

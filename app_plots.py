@@ -92,7 +92,7 @@ def frontier_figure(
     objectives: Sequence[str],
     highlight: int | None = None,
     title: str = "Generations in objective space",
-    reference: float = -2.0,
+    reference: float = DEFAULT_REFERENCE,
 ) -> go.Figure:
     """Every point coloured by method, each method's non-dominated points enlarged and joined.
 
@@ -325,6 +325,24 @@ def question(objective: str) -> str:
     return f"Which is more {adjective}?" if adjective else f"Which does better on {objective}?"
 
 
+def pair_state(pair) -> dict:
+    """What the page keeps of a pair until the vote: the ticket, and what to reveal after it."""
+    hidden = {side: getattr(pair, side) for side in ("a", "b")}
+    return {
+        "ticket": pair.ticket,
+        **{side: {"method": g.method, "weights": g.weights} for side, g in hidden.items()},
+    }
+
+
+def point_line(objectives, point: PlotPoint) -> str:
+    """One stored point's id, method, weights and scores, as the chooser shows it."""
+    scores = ", ".join(f"{o} {s:+.2f}" for o, s in zip(objectives, point.scores, strict=True))
+    return (
+        f"#{point.generation_id} · `{point.method}` · weights "
+        f"{weights_label(objectives, point.weights)} · {scores}"
+    )
+
+
 def reveal(pair: dict, objectives) -> str:
     lines = ["**Revealed:**"]
     for side in ("a", "b"):
@@ -357,3 +375,15 @@ def dashboard_tables(d) -> tuple[str, list, list, list]:
     ]
     steer = [[o, s.agree, s.disagree, s.ties, rounded(s.rate)] for o, s in d.steerability]
     return counts, wins, bt, steer
+
+
+def status_line(service) -> str:
+    if not service.ready:
+        return "Loading the model… the page works meanwhile; requests wait for it."
+    if service.load_error:
+        return f"The {service.default_method} method did not load: {html.escape(service.load_error, quote=False)}"
+    backend = "llama.cpp" if service.serving_backend() == "llamacpp" else "torch"
+    return (
+        f"Model ready ({service.default_method} on {backend}; "
+        f"objectives: {', '.join(service.objectives)})."
+    )

@@ -45,6 +45,11 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything stored is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     # Deterministic constraint names: SQLite batch migrations can only drop or alter what they can name.
     metadata = MetaData(
@@ -162,3 +167,20 @@ class RatingObjective(Base):
     objective: Mapped[str] = mapped_column(String(MAX_NAME_CHARS))
     choice: Mapped[str | None] = mapped_column(String(4))
     likert: Mapped[int | None] = mapped_column(SmallInteger)
+
+
+class RatingUndo(Base):
+    """A vote its rater took back: the rating row is gone (so the rater may vote again), and
+    this row keeps what it said and when it was cast and undone."""
+
+    __tablename__ = "rating_undos"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uuid: Mapped[UUID] = mapped_column(Uuid, unique=True)  # the undone rating's UUID
+    comparison_id: Mapped[int] = mapped_column(ForeignKey("comparisons.id"))
+    rater_id: Mapped[int] = mapped_column(ForeignKey("raters.id"))
+    choice: Mapped[str] = mapped_column(String(8))
+    # objective -> [choice or null, likert or null], as the rating had them
+    per_objective: Mapped[dict[str, list]] = mapped_column(JSON)
+    rated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    undone_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)

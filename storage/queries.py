@@ -8,7 +8,7 @@ dataclasses (storage.records) out, never ORM objects.
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 import numpy as np
@@ -26,6 +26,7 @@ from storage.models import (
     Rating,
     RatingObjective,
     Score,
+    as_utc,
 )
 from storage.records import (
     FrontierPoint,
@@ -36,11 +37,6 @@ from storage.records import (
     WinRate,
 )
 from storage.validation import LIKERT_CHOICE, check_name, check_text
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -129,7 +125,7 @@ def _rated_pairs(engine: Engine) -> list[_RatedPair]:
                 _RatedPair(
                     rating_id=rating.id,
                     uuid=rating.uuid,
-                    created_at=_utc(rating.created_at),
+                    created_at=as_utc(rating.created_at),
                     rater_id=rating.rater_id,
                     choice=rating.choice,
                     a=sides[a_id],
@@ -332,3 +328,13 @@ def preference_records(engine: Engine, objective: str | None = None) -> list[Pre
             )
         )
     return records
+
+
+def stats(engine: Engine) -> dict[str, int]:
+    """Counts only, safe to show anyone: generations, ratings, and raters who have rated."""
+    with read_session(engine) as session:
+        return {
+            "generations": session.scalar(select(func.count(Generation.id))) or 0,
+            "ratings": session.scalar(select(func.count(Rating.id))) or 0,
+            "raters": session.scalar(select(func.count(func.distinct(Rating.rater_id)))) or 0,
+        }

@@ -16,6 +16,7 @@ inside it, which the error rolls back.
 
 import hashlib
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from uuid import UUID
 
 from sqlalchemy import Engine, select
@@ -35,7 +36,9 @@ from storage.models import (
     Rater,
     Rating,
     RatingObjective,
+    RatingUndo,
     Score,
+    as_utc,
 )
 from storage.records import (
     NamedWeights,
@@ -63,7 +66,7 @@ class DuplicateVoteError(ValueError):
 # --- writes ------------------------------------------------------------------------------------
 
 
-def _prompt_id(session: Session, text: str) -> int:
+def prompt_row_id(session: Session, text: str) -> int:
     digest = hashlib.sha256(text.encode()).hexdigest()
     found = session.scalar(select(Prompt.id).where(Prompt.sha256 == digest))
     if found is not None:
@@ -77,7 +80,7 @@ def _prompt_id(session: Session, text: str) -> int:
 def add_prompt(engine: Engine, text: str) -> int:
     """Id of the prompt with exactly this text, stored first if new."""
     text = check_text(text, "the prompt", MAX_PROMPT_CHARS)
-    return run_write(engine, lambda session: _prompt_id(session, text))
+    return run_write(engine, lambda session: prompt_row_id(session, text))
 
 
 def add_generation(
@@ -130,7 +133,7 @@ def add_generation(
 
     def write(session: Session) -> int:
         generation = Generation(
-            prompt_id=_prompt_id(session, prompt),
+            prompt_id=prompt_row_id(session, prompt),
             text=text,
             method=method,
             adapter_id=adapter_id,
@@ -268,6 +271,10 @@ def add_rating(
                 | ((Rating.comparison_id == comparison_id) & (Rating.rater_id == rater_id))
             )
         ).all()
+        if session.scalar(select(RatingUndo.id).where(RatingUndo.uuid == key)) is not None:
+            raise ValueError(
+                f"the vote with rating UUID {key} was undone; send a new UUID to vote again."
+            )
         for stored in earlier:
             if stored.uuid != key:
                 continue
@@ -310,5 +317,38 @@ def add_rating(
         session.add(rating)
         session.flush()
         return rating.id
+
+    return run_write(engine, write)
+
+
+def undo_last_rating(engine: Engine, rater_id: int, within_s: float) -> UUID:
+    """Take back the rater's most recent vote if it is at most `within_s` seconds old; return its
+    UUID. The rating row goes (so the rater may vote on that comparison again) and a RatingUndo
+    row keeps what it said, all in one transaction. ValueError when there is none to undo."""
+    rater_id = check_id(rater_id, "rater")
+    within_s = check_float(within_s, "within_s", minimum=0.0)
+
+    def write(session: Session) -> UUID:
+        rating = session.scalars(
+            select(Rating).where(Rating.rater_id == rater_id).order_by(Rating.id.desc()).limit(1)
+        ).first()
+        now = datetime.now(UTC)
+        if rating is None or (now - as_utc(rating.created_at)).total_seconds() > within_s:
+            raise ValueError(f"you have no vote from the last {within_s:g} seconds to undo.")
+        session.add(
+            RatingUndo(
+                uuid=rating.uuid,
+                comparison_id=rating.comparison_id,
+                rater_id=rating.rater_id,
+                choice=rating.choice,
+                per_objective={o: list(v) for o, v in _rating_parts(rating).items()},
+                rated_at=rating.created_at,
+                undone_at=now,
+            )
+        )
+        for part in rating.objectives:
+            session.delete(part)
+        session.delete(rating)
+        return rating.uuid
 
     return run_write(engine, write)

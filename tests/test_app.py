@@ -17,6 +17,7 @@ from gradio_client import Client
 import app
 import app_plots
 from steering.model.generate import Decoding
+from steering.serve.arena import Arena
 from steering.serve.backends import Backends
 from steering.serve.dashboard import DashboardQueries
 from steering.serve.service import SteeringService
@@ -27,11 +28,19 @@ PROMPT = "Write a kind note to a neighbour."
 DECODING = (6, 0.7, 0)  # max new tokens, temperature, seed: short, the tiny model babbles
 
 
+ADMIN = "admin-secret-for-tests"
+
+
 @pytest.fixture(scope="module")
 def service(tiny_env):  # noqa: F811
     return SteeringService(
         database_url=f"sqlite:///{tiny_env / 'app.db'}", sweep_batch=2, dtype="float32"
     )
+
+
+@pytest.fixture(scope="module")
+def arena(service):
+    return Arena(service, admin_token=ADMIN)
 
 
 def run(generator):
@@ -165,28 +174,49 @@ def test_sweep_reports_progress_and_draws_every_point(service):
 # --- rate and dashboard ---------------------------------------------------------------------
 
 
-def test_vote_once_per_pair_is_enforced_on_the_server(service):
-    out = app.ui_new_pair(service, "", *DECODING[:2], "rater-x")
+def test_vote_once_per_pair_is_enforced_on_the_server(arena):
+    token = arena.session()
+    out = app.ui_new_pair(arena, "", *DECODING[:2], token, None, None)
     pair, prompt, a, b = out[:4]
-    assert prompt and "weights" not in json.dumps([prompt, a, b])
-    before = service.vote_counts("rater-x")
-    revealed, votes, rater, *_ = app.ui_vote(service, "a", None, pair, "rater-x", "a", None)
+    assert prompt and "weights" not in json.dumps([prompt, a, b]) and pair["ticket"]
+    rater = arena.rater(token)
+    before = arena.vote_counts(rater)
+    revealed, votes, *_ = app.ui_vote(arena, "a", pair, token, None, None, "a", None)
     assert "Revealed" in revealed and pair["a"]["method"] in revealed
     assert f"Your votes: **{before[0] + 1}**" in votes
-    with pytest.raises(gr.Error, match="already voted"):
-        app.ui_vote(service, "b", None, pair, "rater-x", None, None)
-    assert service.vote_counts("rater-x") == (before[0] + 1, before[1] + 1)
+    with pytest.raises(gr.Error, match="already been voted"):
+        app.ui_vote(arena, "b", pair, token, None, None, None, None)
+    assert arena.vote_counts(rater) == (before[0] + 1, before[1] + 1)
+    with pytest.raises(gr.Error, match="issued to another rater"):
+        app.ui_vote(arena, "b", pair, arena.session(), None, None, None, None)
+    message, votes, *buttons = app.ui_undo(arena, token, None)
+    assert "undone" in message and f"Your votes: **{before[0]}**" in votes
+    assert all(b["interactive"] for b in buttons)  # the pair can be voted again
+    app.ui_vote(arena, "tie", pair, token, None, None, None, None)
+    assert arena.vote_counts(rater)[0] == before[0] + 1
 
 
-def test_dashboard_and_export(service):
-    pair = service.new_pair(PROMPT, Decoding(4, 0.7, seed=0), seed=3)
-    service.rate(pair.comparison_id, "b", "rater-y", per_objective={"positivity": "a"})
+def test_a_page_keeps_its_signed_token_and_replaces_a_forged_one(arena):
+    token = arena.session()
+    assert arena.token_or_new(token) == token
+    forged = arena.token_or_new("eyJyIjoiYWJjIn0.c2lnbmF0dXJl")
+    assert forged != "eyJyIjoiYWJjIn0.c2lnbmF0dXJl" and arena.rater(forged).key.startswith("anon:")
+
+
+def test_dashboard_and_export(service, arena):
+    token = arena.session()
+    rater = arena.rater(token)
+    pair = arena.new_pair(PROMPT, Decoding(4, 0.7, seed=0), rater, seed=3)
+    arena.rate(pair.ticket, "b", rater, per_objective={"positivity": "a"})
     dashboard = DashboardQueries(service)
     counts, wins, bt, bt_figure, steer, frontier = app.ui_dashboard(dashboard)
     assert re.search(r"\*\*\d+\*\* ratings", counts)
     assert [row[0] for row in steer] == list(OBJECTIVES)
     assert frontier.data
-    rows = [json.loads(line) for line in Path(app.ui_export(dashboard)).read_text().splitlines()]
+    with pytest.raises(gr.Error, match="Only an admin"):
+        app.ui_export(dashboard, arena, "wrong", None)
+    exported = Path(app.ui_export(dashboard, arena, ADMIN, None)).read_text()
+    rows = [json.loads(line) for line in exported.splitlines()]
     assert rows and {"prompt", "chosen", "rejected"} <= set(rows[0])
 
 
@@ -238,8 +268,8 @@ def test_hypervolume_per_method_by_hand():
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def test_model_calls_share_one_limit_and_sliders_fire_on_release(service):
-    demo = app.build_demo(service, queue_size=32)
+def test_model_calls_share_one_limit_and_sliders_fire_on_release(service, arena):
+    demo = app.build_demo(service, arena, queue_size=32)
     fns = list(demo.fns.values())
     model_calls = {f.api_name for f in fns if f.concurrency_id == "model"}
     assert {"generate", "sweep", "pair", "ui_generate", "ui_sweep"} <= model_calls
@@ -296,8 +326,8 @@ def test_dockerfile_installs_what_make_installs():
 
 
 @pytest.fixture(scope="module")
-def client(service):
-    demo = app.build_demo(service)
+def client(service, arena):
+    demo = app.build_demo(service, arena)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
     yield Client(url, verbose=False)
     demo.close()
@@ -305,7 +335,11 @@ def client(service):
 
 def test_api_lists_the_named_endpoints(client):
     named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert {"/generate", "/sweep", "/score", "/pair", "/rate", "/frontier", "/export"} <= set(named)
+    names = {"/generate", "/sweep", "/score", "/pair", "/rate", "/frontier", "/export"}
+    assert names | {"/session", "/undo", "/stats"} <= set(named)
+    # what the page fills in from the request is no parameter a client can send
+    parameters = {p["parameter_name"] for e in named.values() for p in e["parameters"]}
+    assert not parameters & {"address", "hub_user", "request", "profile"}
     assert not any(name.startswith("/ui") or "lambda" in name for name in named)
 
 
@@ -343,23 +377,28 @@ def test_client_sweep_score_frontier(client):
     assert len(frontier["points"]) == 6 and frontier["objectives"] == list(OBJECTIVES)
 
 
-def test_client_pair_rate_once_and_export(client):
-    pair = client.predict(prompt="Give one tip for sleep.", max_new_tokens=4, api_name="/pair")
-    assert {"comparison_id", "prompt", "a", "b"} == set(pair)
+def test_client_session_pair_rate_once_and_export(client):
+    token = client.predict(api_name="/session")["rater_token"]
+    pair = client.predict(
+        prompt="Give one tip for sleep.", max_new_tokens=4, rater_token=token, api_name="/pair"
+    )
+    assert {"comparison_id", "prompt", "a", "b", "ticket"} == set(pair)
     vote = {
-        "comparison_id": pair["comparison_id"],
+        "ticket": pair["ticket"],
         "choice": "a",
-        "rater_id": "api-rater",
+        "rater_token": token,
         "rating_uuid": "6f1c1c1e-4d3a-4c1b-9a54-0f5e7b0c2d11",
         "per_objective": {"conciseness": "b"},
     }
     first = client.predict(**vote, api_name="/rate")
     assert first["your_votes"] == 1
     assert client.predict(**vote, api_name="/rate") == first  # a resent vote is a no-op
-    with pytest.raises(Exception, match="already voted"):
-        client.predict(
-            comparison_id=pair["comparison_id"], choice="b", rater_id="api-rater", api_name="/rate"
-        )
-    exported = [json.loads(line) for line in client.predict(api_name="/export").splitlines()]
-    mine = [row for row in exported if row["prompt"] == "Give one tip for sleep."]
+    with pytest.raises(Exception, match="already been voted"):
+        client.predict(ticket=pair["ticket"], choice="b", rater_token=token, api_name="/rate")
+    with pytest.raises(Exception, match="Only an admin"):
+        client.predict(api_name="/export")
+    exported = client.predict(admin_token=ADMIN, api_name="/export").splitlines()
+    mine = [json.loads(line) for line in exported if "Give one tip for sleep." in line]
     assert len(mine) == 1 and mine[0]["chosen"] == pair["a"]
+    stats = client.predict(api_name="/stats")
+    assert set(stats) == {"generations", "ratings", "raters"} and stats["ratings"] >= 1

@@ -2,7 +2,9 @@
 names and docstrings are the API's; the page registers each with `gr.api`.
 
 Each parses what the client sent (untrusted) at the border, calls the service and returns JSON
-values; a mistake raises UserError, which the page turns into the client's AppError.
+values; a mistake raises UserError, which the page turns into the client's AppError. `address`
+(the client's network address) and `hub_user` (a Hugging Face sign-in) are filled in by the page
+from the request, never by the client.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict
 
+from steering.serve.arena import Arena
 from steering.serve.dashboard import DashboardQueries
 from steering.serve.frontier import DEFAULT_REFERENCE, fronts_by_method, hypervolumes
 from steering.serve.service import SteeringService, parse_decoding
@@ -18,9 +21,14 @@ from steering.serve.service import SteeringService, parse_decoding
 class ApiEndpoints:
     """The endpoints of one service."""
 
-    def __init__(self, service: SteeringService, dashboard: DashboardQueries):
+    def __init__(self, service: SteeringService, arena: Arena, dashboard: DashboardQueries):
         self.service = service
+        self.arena = arena
         self.dashboard = dashboard
+
+    def session(self) -> dict:
+        """A new anonymous rater identity, signed by the server: send it as `rater_token`."""
+        return {"rater_token": self.arena.session()}
 
     def generate(
         self,
@@ -69,39 +77,66 @@ class ApiEndpoints:
             for o in self.service.objectives
         }
 
-    def pair(self, prompt: str = "", max_new_tokens: int = 64, temperature: float = 0.7) -> dict:
-        """A new comparison: two responses to one prompt, their weights and methods hidden."""
+    def pair(
+        self,
+        prompt: str = "",
+        max_new_tokens: int = 64,
+        temperature: float = 0.7,
+        rater_token: str = "",
+        address: str | None = None,
+        hub_user: str | None = None,
+    ) -> dict:
+        """A new comparison: two responses to one prompt, their weights and methods hidden, and
+        the `ticket` to vote on it with (signed, expiring, for this rater only)."""
+        rater = self.arena.rater(rater_token, hub_user)
         decoding = parse_decoding(max_new_tokens, temperature, 0)
-        pair = self.service.new_pair(self.service.optional_prompt(prompt), decoding)
+        pair = self.arena.new_pair(self.service.optional_prompt(prompt), decoding, rater, address)
         return {
             "comparison_id": pair.comparison_id,
             "prompt": pair.prompt,
             "a": pair.a.text,
             "b": pair.b.text,
+            "ticket": pair.ticket,
         }
 
     def rate(
         self,
-        comparison_id: int,
+        ticket: str,
         choice: str,
-        rater_id: str,
+        rater_token: str = "",
         rating_uuid: str = "",
         per_objective: dict[str, str] | None = None,
+        address: str | None = None,
+        hub_user: str | None = None,
     ) -> dict:
-        """Vote a, b, tie or both_bad; a second vote by the same rater on a pair is refused.
-        Resending the same rating_uuid with the same vote is a no-op."""
-        counts = self.service.rate(
-            comparison_id, choice, rater_id, rating_uuid or None, per_objective
-        )
+        """Vote a, b, tie or both_bad on the comparison of a ticket from /pair; a comparison is
+        voted once. Resending the same rating_uuid with the same vote is a no-op."""
+        rater = self.arena.rater(rater_token, hub_user)
+        counts = self.arena.rate(ticket, choice, rater, rating_uuid or None, per_objective, address)
         return {
             "rating_id": counts.rating_id,
             "your_votes": counts.yours,
             "total_votes": counts.total,
         }
 
-    def frontier(self, prompt: str = "") -> dict:
-        """Stored points of a prompt (all prompts when empty) with their method's front flag."""
-        points = self.service.plot_points(self.service.optional_prompt(prompt))
+    def undo(self, rater_token: str = "", hub_user: str | None = None) -> dict:
+        """Take back your last vote, if it is at most a couple of minutes old."""
+        counts = self.arena.undo(self.arena.rater(rater_token, hub_user))
+        return {"your_votes": counts.yours, "total_votes": counts.total}
+
+    def stats(self) -> dict:
+        """Counts only: {"generations": n, "ratings": n, "raters": n}."""
+        return self.arena.stats()
+
+    def frontier(
+        self, prompt: str = "", admin_token: str = "", hub_user: str | None = None
+    ) -> dict:
+        """Stored points of a prompt with their method's front flag; every prompt's (other
+        people's prompts) only with the admin token."""
+        cleaned = self.service.optional_prompt(prompt)
+        if cleaned is None:
+            self.arena.check_admin(admin_token, hub_user)
+        points = self.service.plot_points(cleaned)
         front = {points[i].generation_id for idx in fronts_by_method(points).values() for i in idx}
         return {
             "objectives": list(self.service.objectives),
@@ -110,6 +145,10 @@ class ApiEndpoints:
             "points": [{**asdict(p), "non_dominated": p.generation_id in front} for p in points],
         }
 
-    def export(self, objective: str = "") -> str:
-        """Every rating as JSON Lines (prompt, chosen, rejected, weights, scores, votes)."""
+    def export(
+        self, admin_token: str = "", objective: str = "", hub_user: str | None = None
+    ) -> str:
+        """Every rating as JSON Lines (prompt, chosen, rejected, weights, scores, votes); for
+        admins only (STEERING_ADMIN_TOKEN, or a Hub sign-in listed in STEERING_ADMINS)."""
+        self.arena.check_admin(admin_token, hub_user)
         return self.dashboard.export_file(objective or None).read_text(encoding="utf-8")

@@ -17,16 +17,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from steering.errors import UserError
-from steering.evaluation.pareto import sample_dirichlet, simplex_grid
+from steering.evaluation.pareto import simplex_grid
 from steering.model.generate import Decoding
 from steering.model.methods import (
     available_methods,
@@ -43,6 +41,7 @@ from steering.weights import Weights
 from storage import queries
 from storage import repository as repo
 from storage.engine import make_engine, upgrade
+from storage.journal import Journal, RestoreReport, restore
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ MAX_NEW_TOKENS = 256
 MAX_SWEEP_GENERATIONS = 128
 SWEEP_STEPS = (0.5, 0.25, 0.2)
 TOP_P = 0.95
-VOTE_CHOICES = ("a", "b", "tie", "both_bad")
+LOG_DIR_ENV = "STEERING_LOG_DIR"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -99,21 +98,6 @@ class ScoredGeneration:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class Pair:
-    comparison_id: int
-    prompt: str
-    a: ScoredGeneration
-    b: ScoredGeneration
-
-
-@dataclass(frozen=True)
-class VoteCount:
-    rating_id: int | None
-    yours: int
-    total: int
-
-
 class SteeringService:
     """The shared backends, the scorers and the database of one app (or one test)."""
 
@@ -127,6 +111,7 @@ class SteeringService:
         backend: str | None = None,
         backends: Backends | None = None,
         max_prompt_chars: int = MAX_PROMPT_CHARS,
+        log_dir: str | os.PathLike | None = None,
     ):
         self.database_url = database_url or default_database_url()
         self.objectives = tuple(objectives or shipped_objectives())
@@ -139,6 +124,11 @@ class SteeringService:
         resolve_backend(backend)  # an unknown name fails here, before any request
         self.backends = backends or Backends()
         self.max_prompt_chars = max_prompt_chars
+        # every acknowledged vote is appended here too, and the database restored from it
+        self.journal = Journal(
+            log_dir or os.environ.get(LOG_DIR_ENV) or self.data_dir / "ratings-log"
+        )
+        self.restored: RestoreReport | None = None
         self._loaded: dict[tuple[str, bool], Backend] = {}
         self._engine = None
         self._engine_lock = threading.Lock()
@@ -162,8 +152,21 @@ class SteeringService:
                         parents=True, exist_ok=True
                     )
                 upgrade(self.database_url)
-                self._engine = make_engine(self.database_url)
+                engine = make_engine(self.database_url)
+                # on start, whatever the log holds and the database lacks (a Space restarted
+                # with an empty disk) is stored again
+                self.restored = restore(engine, self.journal.directory)
+                log.info("%s", self.restored)
+                self._engine = engine
             return self._engine
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the database lives, when it is a SQLite file; else the default data directory.
+        The ratings log and the server's secret are kept here unless configured elsewhere."""
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///")).parent
+        return data_dir()
 
     def start_loading(self) -> None:
         """Load the default method and the scorers in the background (idempotent)."""
@@ -379,69 +382,6 @@ class SteeringService:
                 batch = self.generate(prompt, method, rows, decoding)
                 done += len(rows)
                 yield done, total, batch
-
-    # --- arena ----------------------------------------------------------------------------------
-
-    def new_pair(self, prompt: str | None, decoding: Decoding, seed: int | None = None) -> Pair:
-        """Two fresh generations for one prompt with random weightings and methods, compared."""
-        rng = random.Random(seed)
-        prompt = prompt or rng.choice(self.example_prompts())
-        methods = self.available_methods()
-        method_a, method_b = rng.choice(methods), rng.choice(methods)
-        drawn = sample_dirichlet(len(self.objectives), 2, rng=rng.randrange(2**32)).tolist()
-        w_a, w_b = Weights.rows(self.objectives, drawn)
-        decoding = Decoding(
-            decoding.max_new_tokens, decoding.temperature, decoding.top_p, rng.randrange(2**31)
-        )
-        if method_a == method_b:
-            a, b = self.generate(prompt, method_a, [w_a, w_b], decoding)
-        else:
-            (a,) = self.generate(prompt, method_a, [w_a], decoding)
-            (b,) = self.generate(prompt, method_b, [w_b], decoding)
-        try:
-            comparison_id = repo.add_comparison(self.engine, a.generation_id, b.generation_id)
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        return Pair(comparison_id, prompt, a, b)
-
-    def rate(
-        self,
-        comparison_id: int,
-        choice: str,
-        anonymous_id: str,
-        rating_uuid: str | None = None,
-        per_objective: dict | None = None,
-        user_name: str | None = None,
-    ) -> VoteCount:
-        if choice not in VOTE_CHOICES:
-            raise UserError(f"choice must be one of {', '.join(VOTE_CHOICES)}, got {choice!r}")
-        answers = {o: c for o, c in (per_objective or {}).items() if c}
-        for objective, answer in answers.items():
-            if objective not in self.objectives:
-                raise UserError(f"{objective!r} is not one of {', '.join(self.objectives)}")
-            if answer not in ("a", "b", "tie"):
-                raise UserError(f"the answer for {objective} must be a, b or tie, got {answer!r}")
-        try:
-            rater = repo.ensure_rater(self.engine, anonymous_id, user_name)
-            rating_id = repo.add_rating(
-                self.engine,
-                int(comparison_id),
-                rater,
-                choice,
-                rating_uuid=rating_uuid or uuid.uuid4(),
-                per_objective=answers,
-            )
-        except repo.DuplicateVoteError:
-            raise UserError("You have already voted on this pair: one vote per pair.") from None
-        except ValueError as error:
-            raise UserError(str(error)) from None
-        yours, total = self.vote_counts(anonymous_id)
-        return VoteCount(rating_id, yours, total)
-
-    def vote_counts(self, anonymous_id: str | None) -> tuple[int, int]:
-        counts = queries.rater_counts(self.engine)
-        yours = sum(c.ratings for c in counts if c.anonymous_id == anonymous_id)
-        return yours, sum(c.ratings for c in counts)
 
     # --- stored points --------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def test_backup_command(sqlite_build, sqlite_path, tmp_path, capsys):
         (["export", "--format", "jsonl", "--out", "{tmp}/x.jsonl", "--db", "sqlite:///{tmp}/nope.db"],
          "error: there is no database at {tmp}/nope.db."),
         (["export", "--format", "jsonl", "--out", "{tmp}/no/x.jsonl", "--db", "sqlite:///{tmp}/old.db"],
-         "error: the database at sqlite:///{tmp}/old.db is at revision 0001, not 0002; "
+         "error: the database at sqlite:///{tmp}/old.db is at revision 0001, not 0003; "
          "run `python -m storage upgrade` first."),
         (["backup", "{tmp}/copy.db", "--db", "postgresql://localhost/steering"],
          "error: backup copies SQLite databases; back up PostgreSQL with "

@@ -127,20 +127,6 @@ def test_sweep_refuses_too_many_generations(service):
         list(service.sweep(PROMPT, ["clp"], 0.3, SHORT))
 
 
-def test_a_pair_is_voted_once_per_rater(service):
-    pair = service.new_pair(None, SHORT, seed=1)
-    assert pair.prompt in service.example_prompts()
-    assert pair.a.prompt == pair.b.prompt == pair.prompt
-    first = service.rate(pair.comparison_id, "tie", "rater-s")
-    assert (first.yours, first.total) == (1, service.vote_counts(None)[1])
-    with pytest.raises(UserError, match="already voted"):
-        service.rate(pair.comparison_id, "a", "rater-s")
-    with pytest.raises(UserError, match="choice must be one of"):
-        service.rate(pair.comparison_id, "maybe", "rater-t")
-    with pytest.raises(UserError, match="is not one of"):
-        service.rate(pair.comparison_id, "a", "rater-t", per_objective={"humour": "a"})
-
-
 def test_dashboard_is_cached_until_asked_fresh(service):
     dashboard = DashboardQueries(service, ttl_s=3600)
     before = dashboard.get()
