@@ -1,7 +1,7 @@
 """Command line for the storage layer.
 
     python -m storage upgrade [--db URL]
-    python -m storage export --format jsonl|csv|parquet --out FILE [--objective NAME] [--db URL]
+    python -m storage export --format jsonl|csv|parquet|trl|battles --out FILE [--objective NAME] [--db URL]
     python -m storage backup FILE [--db URL]
     python -m storage bench [--json] [--threads 16] [--ratings 200] [--postgres-url URL]
 
@@ -73,7 +73,11 @@ def _bench(args: argparse.Namespace) -> int:
         raise ValueError("--threads and --ratings must be at least 1.")
     results = {
         "sqlite": bench.run_sqlite(args.threads, args.ratings),
+        "sqlite+log": bench.run_sqlite(args.threads, args.ratings, logged=True),
         "postgresql": bench.run_postgresql(args.threads, args.ratings, args.postgres_url),
+        "postgresql+log": bench.run_postgresql(
+            args.threads, args.ratings, args.postgres_url, logged=True
+        ),
     }
     if args.json:
         print(json.dumps({name: _bench_json(r) for name, r in results.items()}))
@@ -82,11 +86,11 @@ def _bench(args: argparse.Namespace) -> int:
             f"{args.threads} threads x {args.ratings} ratings at once; every "
             f"{bench.RESUBMIT_EVERY}th rating resubmitted with the same UUID"
         )
-        row = "{:<12}{:>8}{:>10}{:>8}{:>12}{:>11}"
+        row = "{:<16}{:>8}{:>10}{:>8}{:>12}{:>11}"
         print(row.format("backend", "stored", "expected", "errors", "duplicates", "ratings/s"))
         for name, r in results.items():
             if isinstance(r, str):
-                print(f"{name:<12}skipped: {r}")
+                print(f"{name:<16}skipped: {r}")
             else:
                 print(
                     row.format(name, r.stored, r.expected, r.errors, r.duplicates, f"{r.per_s:.0f}")

@@ -10,6 +10,10 @@ distinct vote), `duplicates` (extra rows for a UUID or for a rater's vote on a c
 and `errors` counts failed writes plus acknowledged votes missing from the database.
 SQLite runs in a temporary directory; PostgreSQL in a scratch database on --postgres-url, or in a
 throwaway cluster when the PostgreSQL binaries are installed. Setup is not timed.
+
+Each backend runs twice, side by side: as the database alone, and with the ratings log on
+(`+log`: every acknowledged vote is also read back and appended, fsynced, to an append-only log
+shard before it counts as acknowledged, as the app does; storage.journal).
 """
 
 import random
@@ -23,6 +27,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from storage.engine import make_engine, read_session, upgrade
+from storage.journal import Journal, rating_record
 from storage.models import Rating
 from storage.pg_cluster import postgres_bin_dir, scratch_database, throwaway_cluster
 from storage.repository import add_comparison, add_generation, add_rating, ensure_rater
@@ -67,10 +72,12 @@ def _prepare(engine: Engine, comparisons: int, raters: int) -> tuple[list[int], 
     return comparison_ids, rater_ids
 
 
-def run(url: str, threads: int = 16, per_thread: int = 200) -> BenchResult:
-    """Benchmark the empty database at `url` (it is migrated first)."""
+def run(url: str, threads: int = 16, per_thread: int = 200, log: Path | None = None) -> BenchResult:
+    """Benchmark the empty database at `url` (it is migrated first), with the ratings log in
+    the directory `log` when given."""
     upgrade(url)
     engine = make_engine(url)
+    journal = Journal(log) if log is not None else None
     try:
         comparison_ids, rater_ids = _prepare(engine, per_thread, threads)
         acknowledged: list[uuid.UUID] = []
@@ -93,6 +100,8 @@ def run(url: str, threads: int = 16, per_thread: int = 200) -> BenchResult:
                     rating_id = add_rating(
                         engine, comparison_id, rater_ids[index], rating_uuid=key, **vote
                     )
+                    if journal is not None:
+                        journal.append(rating_record(engine, key))
                     if k % RESUBMIT_EVERY == 0 and rating_id != add_rating(
                         engine, comparison_id, rater_ids[index], rating_uuid=key, **vote
                     ):
@@ -133,20 +142,27 @@ def run(url: str, threads: int = 16, per_thread: int = 200) -> BenchResult:
             resubmitted=len(range(0, per_thread, RESUBMIT_EVERY)) * threads,
         )
     finally:
+        if journal is not None:
+            journal.close()
         engine.dispose()
 
 
-def run_sqlite(threads: int, per_thread: int) -> BenchResult:
+def run_sqlite(threads: int, per_thread: int, logged: bool = False) -> BenchResult:
     with tempfile.TemporaryDirectory(prefix="steering-bench-") as directory:
-        return run(f"sqlite:///{Path(directory) / 'bench.db'}", threads, per_thread)
+        log = Path(directory) / "log" if logged else None
+        return run(f"sqlite:///{Path(directory) / 'bench.db'}", threads, per_thread, log)
 
 
-def run_postgresql(threads: int, per_thread: int, server_url: str | None) -> BenchResult | str:
+def run_postgresql(
+    threads: int, per_thread: int, server_url: str | None, logged: bool = False
+) -> BenchResult | str:
     """The result, or the reason PostgreSQL was skipped."""
-    if server_url is not None:
-        with scratch_database(server_url) as url:
-            return run(url, threads, per_thread)
-    if postgres_bin_dir() is None:
-        return "no --postgres-url and PostgreSQL is not installed"
-    with throwaway_cluster(durable=True) as server, scratch_database(server) as url:
-        return run(url, threads, per_thread)
+    with tempfile.TemporaryDirectory(prefix="steering-bench-") as directory:
+        log = Path(directory) / "log" if logged else None
+        if server_url is not None:
+            with scratch_database(server_url) as url:
+                return run(url, threads, per_thread, log)
+        if postgres_bin_dir() is None:
+            return "no --postgres-url and PostgreSQL is not installed"
+        with throwaway_cluster(durable=True) as server, scratch_database(server) as url:
+            return run(url, threads, per_thread, log)

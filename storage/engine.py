@@ -73,12 +73,49 @@ def parse_url(url: str | None = None) -> URL:
     raise ValueError(f"unsupported database {backend!r}; use sqlite:///PATH or postgresql://...")
 
 
+# SQLite's WAL index lives in shared memory and its locks are POSIX locks: neither is reliable on a
+# network or FUSE filesystem (an object-store bucket mounted as a volume is FUSE).
+SHARED_FILESYSTEMS = ("fuse", "nfs", "cifs", "smb", "9p", "ceph", "glusterfs", "lustre", "afs")
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem holding `path` (the longest mount point above it), from
+    /proc/self/mountinfo; None where that cannot be read."""
+    if mountinfo is None:
+        try:
+            mountinfo = MOUNTINFO.read_text()
+        except OSError:
+            return None
+    target, best, kind = path.resolve(), -1, None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        mount = Path(fields[4].replace("\\040", " "))
+        if (target == mount or mount in target.parents) and len(mount.parts) > best:
+            best, kind = len(mount.parts), line.split(" - ", 1)[1].split()[0]
+    return kind
+
+
+def check_local_filesystem(path: Path, mountinfo: str | None = None) -> None:
+    """Refuse, with the reason, to keep a SQLite database on a network or FUSE filesystem."""
+    kind = filesystem_type(path, mountinfo)
+    if kind and kind.startswith(SHARED_FILESYSTEMS):
+        raise ValueError(
+            f"{path} is on a {kind} filesystem, where SQLite's WAL and locks are not safe; keep "
+            "the database on local disk and put the ratings log (STEERING_LOG_DIR) on the mount."
+        )
+
+
 def make_engine(url: str | None = None) -> Engine:
-    """An Engine for `url` (see `database_url`); creates the SQLite file's directory if needed."""
+    """An Engine for `url` (see `database_url`); creates the SQLite file's directory if needed,
+    and refuses one on a network or FUSE filesystem."""
     parsed = parse_url(url)
     if parsed.get_backend_name() == "postgresql":
         return create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=True)
     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    check_local_filesystem(Path(parsed.database).parent)
     engine = create_engine(
         parsed,
         pool_size=8,

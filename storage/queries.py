@@ -29,6 +29,7 @@ from storage.models import (
     as_utc,
 )
 from storage.records import (
+    Battle,
     FrontierPoint,
     MethodStrength,
     PreferenceRecord,
@@ -338,3 +339,24 @@ def stats(engine: Engine) -> dict[str, int]:
             "ratings": session.scalar(select(func.count(Rating.id))) or 0,
             "raters": session.scalar(select(func.count(func.distinct(Rating.rater_id)))) or 0,
         }
+
+
+_WINNER = {"a": "model_a", "b": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
+
+
+def battles(engine: Engine) -> list[Battle]:
+    """Every rating, ties and both-bad verdicts included, as a battle between the two methods."""
+    return [
+        Battle(
+            rating_uuid=str(p.uuid),
+            created_at=as_utc(p.created_at),
+            rater_id=p.rater_id,
+            prompt=p.a.prompt,
+            model_a=p.a.method,
+            model_b=p.b.method,
+            response_a=p.a.text,
+            response_b=p.b.text,
+            winner=_WINNER[p.choice],
+        )
+        for p in _rated_pairs(engine)
+    ]

@@ -109,3 +109,18 @@ class PreferenceRecord:
     rejected_scores: tuple[float | None, ...]
     per_objective: tuple[str | None, ...]
     likert_margin: tuple[int | None, ...]
+
+
+@dataclass(frozen=True)
+class Battle:
+    """One rated comparison as an arena battle: the methods are the models."""
+
+    rating_uuid: str
+    created_at: datetime
+    rater_id: int
+    prompt: str
+    model_a: str
+    model_b: str
+    response_a: str
+    response_b: str
+    winner: str  # "model_a", "model_b", "tie" or "tie (bothbad)", as FastChat writes it

@@ -115,6 +115,15 @@ def test_slide_generate_plot_and_vote(page):
     expect(page.locator("#reveal")).to_contain_text("method")
     expect(page.locator("#vote-b")).to_be_disabled()
     page.screenshot(path=ARTIFACTS / "app-rate.png", full_page=True)
+    # a misclick taken back: the vote is undone (and recorded) and the pair can be voted again
+    page.click("#undo")
+    expect(page.locator("#reveal")).to_contain_text("undone")
+    expect(page.locator("#votes")).to_contain_text("Your votes: 0")
+    page.click("#vote-b")
+    expect(page.locator("#votes")).to_contain_text("Your votes: 1")
+    # the browser keeps the identity the server signed for it
+    token = page.evaluate("localStorage.getItem('steering-rater-token')")
+    assert token
 
     page.get_by_role("tab", name="Dashboard").click()
     expect(page.locator("#counts")).to_contain_text("1 ratings")

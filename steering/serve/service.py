@@ -37,6 +37,7 @@ from steering.objectives import Calibration, load_calibration, score
 from steering.prompts import EVAL_PROMPTS, read_prompts
 from steering.serve.backends import Backend, Backends, resolve_backend
 from steering.serve.frontier import PlotPoint
+from steering.serve.hub_sync import HubSync
 from steering.weights import Weights
 from storage import queries
 from storage import repository as repo
@@ -153,10 +154,15 @@ class SteeringService:
                     )
                 upgrade(self.database_url)
                 engine = make_engine(self.database_url)
+                hub = HubSync.from_environment(self.journal.directory)
+                if hub:
+                    hub.pull()
                 # on start, whatever the log holds and the database lacks (a Space restarted
                 # with an empty disk) is stored again
                 self.restored = restore(engine, self.journal.directory)
                 log.info("%s", self.restored)
+                if hub:
+                    hub.start()
                 self._engine = engine
             return self._engine
 

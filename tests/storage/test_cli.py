@@ -11,6 +11,7 @@ import pytest
 from storage import bench
 from storage.__main__ import main
 from storage.engine import head_revision, upgrade
+from storage.journal import read_journal
 from storage.repository import add_rating
 
 
@@ -74,20 +75,24 @@ def test_bench_json_shape(monkeypatch, capsys):
     monkeypatch.setattr(bench, "postgres_bin_dir", lambda: None)
     assert main(["bench", "--json", "--threads", "2", "--ratings", "3"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result) == {"sqlite", "postgresql"}
-    assert {k: result["sqlite"][k] for k in ("stored", "expected", "errors", "duplicates")} == {
-        "stored": 6,
-        "expected": 6,
-        "errors": 0,
-        "duplicates": 0,
-    }
-    assert result["sqlite"]["per_s"] > 0
-    assert result["postgresql"] == {"skipped": "no --postgres-url and PostgreSQL is not installed"}
+    assert set(result) == {"sqlite", "sqlite+log", "postgresql", "postgresql+log"}
+    for name in ("sqlite", "sqlite+log"):
+        assert {k: result[name][k] for k in ("stored", "expected", "errors", "duplicates")} == {
+            "stored": 6,
+            "expected": 6,
+            "errors": 0,
+            "duplicates": 0,
+        }
+        assert result[name]["per_s"] > 0
+    skipped = {"skipped": "no --postgres-url and PostgreSQL is not installed"}
+    assert result["postgresql"] == result["postgresql+log"] == skipped
 
 
-def test_bench_counts_on_each_backend(url):
-    result = bench.run(url, threads=3, per_thread=4)
+def test_bench_counts_on_each_backend(url, tmp_path):
+    result = bench.run(url, threads=3, per_thread=4, log=tmp_path / "log")
     assert (result.stored, result.expected, result.errors, result.duplicates) == (12, 12, 0, 0)
+    # every acknowledged vote is in the log too (the resubmissions are not logged twice)
+    assert len(read_journal(tmp_path / "log").records) == 12
     assert result.resubmitted == 3  # the first vote of each thread goes twice
     json.dumps(dataclasses.asdict(result))  # plain numbers, whatever the backend returns
 
@@ -95,7 +100,8 @@ def test_bench_counts_on_each_backend(url):
 def test_storage_never_imports_torch():
     # The root conftest imports torch into this process, so ask a fresh interpreter.
     code = (
-        "import sys, storage.__main__, storage.repository, storage.export, storage.backup; "
+        "import sys, storage.__main__, storage.repository, storage.export, storage.backup, "
+        "storage.journal, storage.queries; "
         "sys.exit('torch' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -4,11 +4,13 @@ import csv
 import dataclasses
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from storage import bradley_terry as bt
 from storage.export import ARROW_SCHEMA, COLUMNS, export_preferences
-from storage.queries import preference_records
+from storage.queries import bradley_terry, preference_records
 from storage.records import PreferenceRecord
 
 
@@ -78,8 +80,53 @@ def test_an_empty_database_exports_an_empty_data_set(build, tmp_path, file_forma
 
 
 def test_export_refuses_bad_requests(build, tmp_path):
-    with pytest.raises(ValueError, match="format must be one of jsonl, csv, parquet"):
+    with pytest.raises(ValueError, match="format must be one of jsonl, csv, parquet, trl, battles"):
         export_preferences(build.engine, tmp_path / "x", "xlsx")
     with pytest.raises(ValueError, match="does not exist"):
         export_preferences(build.engine, tmp_path / "missing" / "x.jsonl", "jsonl")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_trl_conversational_preferences(rated, tmp_path, tokenizer):
+    datasets = pytest.importorskip("datasets")
+    data_utils = pytest.importorskip("trl.data_utils")
+    engine, _, _ = rated
+    out = tmp_path / "trl.jsonl"
+    # the decisive ratings only: the tie and the both-bad verdict are left out
+    assert export_preferences(engine, out, "trl") == len(preference_records(engine)) == 5
+    train = datasets.load_dataset("json", data_files=str(out), cache_dir=str(tmp_path / "hf"))
+    example = train["train"][2]
+    assert data_utils.is_conversational(example)
+    assert example["prompt"] == [{"role": "user", "content": "Say something."}]
+    assert example["chosen"] == [{"role": "assistant", "content": "two"}]
+    assert example["rejected"] == [{"role": "assistant", "content": "one"}]
+    # TRL turns it into the text its DPO trainer reads, with the model's chat template
+    text = data_utils.maybe_apply_chat_template(example, tokenizer)
+    assert "Say something." in text["prompt"] and text["chosen"].startswith("two")
+
+
+def test_battles_hold_every_rating_and_fit_the_projects_bradley_terry(rated, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    engine, _, _ = rated
+    out = tmp_path / "battles.jsonl"
+    assert export_preferences(engine, out, "battles") == 7  # ties and both-bad included
+    rows = datasets.load_dataset("json", data_files=str(out), cache_dir=str(tmp_path / "hf"))
+    rows = list(rows["train"])
+    assert {r["winner"] for r in rows} == {"model_a", "model_b", "tie", "tie (bothbad)"}
+    first = rows[0]
+    assert (first["model_a"], first["model_b"], first["winner"]) == ("clp", "soups", "model_a")
+    assert first["conversation_a"][0] == {"role": "user", "content": "Say something."}
+    assert first["conversation_b"][1] == {"role": "assistant", "content": "two"}
+    # fitted from the battles alone, the strengths are the dashboard's (between-method battles)
+    between = [r for r in rows if r["model_a"] != r["model_b"]]
+    methods = sorted({r["model_a"] for r in between} | {r["model_b"] for r in between})
+    index = {m: i for i, m in enumerate(methods)}
+    strength = bt.fit(
+        np.array([index[r["model_a"]] for r in between]),
+        np.array([index[r["model_b"]] for r in between]),
+        np.array([{"model_a": 1.0, "model_b": 0.0}.get(r["winner"], 0.5) for r in between]),
+        len(methods),
+        0.01,
+    )
+    expected = {s.method: s.strength for s in bradley_terry(engine, n_bootstrap=10)}
+    assert {m: float(strength[i]) for m, i in index.items()} == pytest.approx(expected)
