@@ -35,7 +35,8 @@ RUN pip install --no-cache-dir --user . && \
 
 COPY --chown=user assets ./assets
 
-# Ratings go to /data when the Space has persistent storage mounted, else to ./data (lost when
-# the Space restarts); DATABASE_URL overrides both. See docs/app.md.
+# The database is SQLite in ./data on the container's disk (DATABASE_URL overrides); ratings
+# outlive a restart through the ratings log: STEERING_LOG_DIR on a mounted bucket, or
+# STEERING_HUB_DATASET (docs/app.md, "Deploying on a Space").
 EXPOSE 7860
 CMD ["python", "app.py"]

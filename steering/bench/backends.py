@@ -67,6 +67,43 @@ def _full_length(runtime: LlamaCppRuntime):
         runtime.stops = stops
 
 
+class ReferenceEngine:
+    """llama-cpp-python's own high-level `llama_cpp.Llama` on the same GGUF, threads and prompt
+    tokens, streaming with its default sampler chain at the same temperature and top-p: what the
+    engine does without this project around it. Its end-of-sequence token is biased away (a
+    logit bias llama-cpp-python applies per token) so that it too decodes max_new_tokens."""
+
+    def __init__(self, runtime: LlamaCppRuntime):
+        import llama_cpp
+
+        self.runtime = runtime
+        self.llm = llama_cpp.Llama(
+            model_path=str(runtime.path),
+            n_threads=runtime.threads,
+            n_threads_batch=runtime.threads,
+            n_ctx=runtime.context,
+            verbose=False,
+        )
+        self.never = {int(t): -1e9 for t in runtime.stops}
+
+    def stream(self, prompt: str, weights, decoding: Decoding):
+        ids = self.runtime.prompt_ids(prompt, decoding.max_new_tokens)
+        self.llm.reset()
+        chunks = self.llm.create_completion(
+            prompt=ids,
+            max_tokens=decoding.max_new_tokens,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            seed=decoding.seed,
+            logit_bias=self.never,
+            stream=True,
+        )
+        text = ""
+        for chunk in chunks:
+            text += chunk["choices"][0]["text"]
+            yield text
+
+
 def _stream_rate(steerer, prompts: list[str], weights, max_new_tokens: int) -> tuple[float, float]:
     """(tokens per second over all prompts, median seconds to the first token), one stream;
     the seconds include reading the prompt, as a user waits for it."""
@@ -84,10 +121,11 @@ def _stream_rate(steerer, prompts: list[str], weights, max_new_tokens: int) -> t
 
 
 def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) -> dict:
-    """Single-stream tokens/s and time to first token of llama.cpp without adapters, llama.cpp
-    steered at the middle of the simplex (one merged adapter, and K adapters with K scales), and
-    torch steered at the same w (the `auto` dtype: bfloat16 where it is native, else float32),
-    in one run.
+    """Single-stream tokens/s and time to first token of the raw engine (`llama_cpp.Llama`,
+    `ReferenceEngine`), llama.cpp without adapters, llama.cpp steered at the middle of the simplex
+    (one merged adapter, and K adapters with K scales), and torch steered at the same w (the
+    `auto` dtype: bfloat16 where it is native, else float32), in one run; each figure also as a
+    ratio to the raw engine's.
 
     Uses the shipped clp adapter when there is one, else a random one of the same shape. Every
     run decodes exactly `max_new_tokens` (stop tokens ignored). The three are measured in turn
@@ -109,8 +147,10 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
                 ),
                 "random (no shipped clp yet)",
             )
+        plain = backends.llamacpp("base")
         runs = {
-            "llamacpp_base": backends.llamacpp("base"),
+            "llamacpp_reference": ReferenceEngine(plain.runtime),
+            "llamacpp_base": plain,
             "llamacpp_steered": backends.llamacpp("clp", adapter_dir, mix="merged"),
             "llamacpp_steered_scales": backends.llamacpp("clp", adapter_dir, mix="scales"),
             "torch_steered": backends.torch("clp", adapter_dir),
@@ -128,6 +168,10 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
         rates = sorted(values)
         result[f"{name}_tok_s"] = round(rates[len(rates) // 2][0], 1)
         result[f"{name}_ttft_s"] = round(float(np.median([v[1] for v in values])), 3)
+    reference = result["llamacpp_reference_tok_s"]
+    for name in runs:
+        if name != "llamacpp_reference":
+            result[f"{name}_vs_reference"] = round(result[f"{name}_tok_s"] / reference, 3)
     result["steered_vs_base"] = round(
         result["llamacpp_steered_tok_s"] / result["llamacpp_base_tok_s"], 3
     )
@@ -139,6 +183,7 @@ def bench_backends(max_new_tokens: int = 64, prompts: int = 4, rounds: int = 3) 
             "weights": [round(x, 4) for x in weights.values],
             "adapter": adapter,
             "llamacpp_threads": runs["llamacpp_steered"].runtime.threads,
+            "llamacpp_repack": runs["llamacpp_steered"].runtime.repack,
             "torch_threads": torch.get_num_threads(),
             "torch_dtype": resolve_dtype(),
             "max_new_tokens": max_new_tokens,

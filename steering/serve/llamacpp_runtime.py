@@ -27,9 +27,9 @@ import numpy as np
 from steering.errors import UserError
 from steering.model.generate import Decoding, chat_texts, check_fits, response_text
 from steering.model.streaming import streamed
+from steering.serve.repack_probe import repack_enabled
 
 THREADS_ENV = "STEERING_THREADS"
-REPACK_ENV = "STEERING_LLAMACPP_REPACK"
 # merged adapters kept per runtime (about 5 MB each for the shipped rank-4 bank)
 MERGED_CACHE = 8
 
@@ -84,11 +84,10 @@ class LlamaCppRuntime:
         _quiet_llama_logs()
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
-        # Weight repacking ("extra buffer types") selects AMX kernels on CPUs that advertise AMX;
-        # some VMs advertise it without enabling the tile registers and the first matmul dies
-        # with SIGILL (measured on this project's 2-vCPU Firecracker VM). Opt in with
-        # STEERING_LLAMACPP_REPACK=1.
-        model_params.use_extra_bufts = os.environ.get(REPACK_ENV) == "1"
+        # Weight repacking selects the CPU's fastest kernels, but dies with SIGILL on VMs that
+        # advertise AMX without enabling it: on wherever a probe in a child process survives
+        model_params.use_extra_bufts = repack_enabled(path)
+        self.repack = model_params.use_extra_bufts
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)
         if not self.model:
             raise UserError(f"llama.cpp could not load the base model {path}")

@@ -56,10 +56,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def data_dir() -> Path:
-    """/data when mounted and writable (a Space's persistent storage), else ./data."""
-    mounted = Path("/data")
-    if mounted.is_dir() and os.access(mounted, os.W_OK):
-        return mounted
+    """./data: the working database stays on local disk (SQLite is not safe on a network or
+    FUSE mount); what must outlive the container is the ratings log (STEERING_LOG_DIR)."""
     return Path("data")
 
 

@@ -1,0 +1,104 @@
+"""Whether llama.cpp's weight repacking works on this machine, decided by trying it.
+
+Repacking ("extra buffer types") rearranges quantised weights for the CPU's fastest kernels
+(AMX, AVX-512 VNNI ...). Some virtual machines advertise AMX without enabling its tile registers,
+and there the first matmul kills the process with SIGILL. So a child process loads the model
+with repacking and decodes one token; if it exits cleanly, repacking is on. The answer is
+cached per machine (CPU model and flags, llama-cpp-python version) under
+~/.cache/steering/llamacpp-repack.json and logged. STEERING_LLAMACPP_REPACK=1 or 0 decides
+without a probe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+REPACK_ENV = "STEERING_LLAMACPP_REPACK"
+PROBE_TIMEOUT_S = 300
+PROBE = """
+import sys
+import llama_cpp
+llama_cpp.llama_backend_init()
+params = llama_cpp.llama_model_default_params()
+params.use_extra_bufts = True
+model = llama_cpp.llama_model_load_from_file(sys.argv[1].encode(), params)
+assert model, "the model did not load"
+context_params = llama_cpp.llama_context_default_params()
+context_params.n_ctx = 64
+context_params.n_threads = context_params.n_threads_batch = 1
+ctx = llama_cpp.llama_init_from_model(model, context_params)
+tokens = (llama_cpp.llama_token * 2)(1, 2)
+assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, 2)) == 0
+"""
+
+
+def machine_key() -> str:
+    """The CPU (model name and flags, from /proc/cpuinfo) and the llama.cpp build."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
+        cpu = "\n".join(sorted(set(lines)))
+    except OSError:
+        cpu = platform.processor()
+    try:
+        from importlib.metadata import version
+
+        engine = version("llama-cpp-python")
+    except Exception:  # noqa: BLE001 (any failure: the key just says unknown)
+        engine = "unknown"
+    return hashlib.sha256(f"{platform.machine()}\n{cpu}\n{engine}".encode()).hexdigest()[:16]
+
+
+def cache_file() -> Path:
+    home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return home / "steering" / "llamacpp-repack.json"
+
+
+def probe(model_path: Path) -> bool:
+    """Load `model_path` with repacking in a child process and decode; True if it survived."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, str(model_path)],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        return False
+    return done.returncode == 0
+
+
+def repack_enabled(model_path: Path) -> bool:
+    """STEERING_LLAMACPP_REPACK if set, else the cached answer for this machine, else a probe."""
+    chosen = os.environ.get(REPACK_ENV, "").strip()
+    if chosen in ("0", "1"):
+        return chosen == "1"
+    key, path = machine_key(), cache_file()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return bool(known[key])
+    works = probe(model_path)
+    log.info(
+        "llama.cpp weight repacking %s on this machine (probed once, cached in %s)",
+        "works" if works else "crashed or failed, so it stays off",
+        path,
+    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}")
+        partial.write_text(json.dumps({**known, key: works}, indent=1))
+        os.replace(partial, path)
+    except OSError:
+        log.warning("could not cache the repacking probe's answer in %s", path)
+    return works
