@@ -21,8 +21,9 @@ ENV HOME=/home/user \
 # CPU wheels of the pinned torch: the same version without gigabytes of CUDA libraries.
 ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
 # The image is built on one machine and run on another: llama.cpp for any x86-64 CPU with AVX2
-# rather than for the build machine's own instruction set.
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+# rather than for the build machine's own instruction set, and without OpenMP, whose threads
+# slow down beside torch's in one process (docs/backends.md).
+ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_OPENMP=OFF"
 WORKDIR /home/user/app
 
 # Assets come after the install, so a retrained adapter does not reinstall the dependencies.

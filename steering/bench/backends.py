@@ -71,19 +71,32 @@ class ReferenceEngine:
     """llama-cpp-python's own high-level `llama_cpp.Llama` on the same GGUF, threads and prompt
     tokens, streaming with its default sampler chain at the same temperature and top-p: what the
     engine does without this project around it. Its end-of-sequence token is biased away (a
-    logit bias llama-cpp-python applies per token) so that it too decodes max_new_tokens."""
+    logit bias llama-cpp-python applies per token) so that it too decodes max_new_tokens.
+    Weight repacking is set as the runtime's (`Llama` does not take it as an argument, and on a
+    machine where repacking crashes its default would kill the benchmark)."""
 
     def __init__(self, runtime: LlamaCppRuntime):
+        from unittest import mock
+
         import llama_cpp
+        import llama_cpp.llama_cpp as api
+
+        default = api.llama_model_default_params
+
+        def params():
+            chosen = default()
+            chosen.use_extra_bufts = runtime.repack
+            return chosen
 
         self.runtime = runtime
-        self.llm = llama_cpp.Llama(
-            model_path=str(runtime.path),
-            n_threads=runtime.threads,
-            n_threads_batch=runtime.threads,
-            n_ctx=runtime.context,
-            verbose=False,
-        )
+        with mock.patch.object(api, "llama_model_default_params", params):
+            self.llm = llama_cpp.Llama(
+                model_path=str(runtime.path),
+                n_threads=runtime.threads,
+                n_threads_batch=runtime.threads,
+                n_ctx=runtime.context,
+                verbose=False,
+            )
         self.never = {int(t): -1e9 for t in runtime.stops}
 
     def stream(self, prompt: str, weights, decoding: Decoding):

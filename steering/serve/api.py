@@ -39,8 +39,20 @@ class ApiEndpoints:
         temperature: float = 0.7,
         seed: int = 0,
     ) -> Iterator[dict]:
-        """Stream {"text", "done": false} after every token, then the stored generation with
-        "done": true, its id, the normalised weights used and raw and normalised scores."""
+        """Generate a response steered to a weighting of the objectives, streamed: {"text",
+        "done": false} after every token, then the stored generation with "done": true, its id,
+        the normalised weights used and raw and normalised scores.
+
+        Args:
+            prompt: what to ask the model.
+            weights: one non-negative number per objective, in the order of /frontier's
+                "objectives" (for example positivity, conciseness, relevance); normalised to
+                sum 1.
+            method: clp (the steerable policy), prompt, soups, logits or base.
+            max_new_tokens: the longest answer, 1 to 256 tokens.
+            temperature: 0 for greedy decoding, up to 2.
+            seed: the sampling seed; the same seed, weights and prompt give the same text.
+        """
         prompt, notice = self.service.clean_prompt(prompt)
         decoding = parse_decoding(max_new_tokens, temperature, seed)
         w = self.service.weights(weights)
@@ -59,8 +71,18 @@ class ApiEndpoints:
         temperature: float = 0.7,
         seed: int = 0,
     ) -> dict:
-        """Generate over the simplex grid with this step for each method; return the new
-        generations, every stored point of the prompt and the hypervolume per method."""
+        """Sweep the trade-off: generate at every weighting of a simplex grid for each method
+        and return the new generations, every stored point of the prompt (with its Pareto front
+        flag) and the hypervolume per method.
+
+        Args:
+            prompt: what to ask the model.
+            methods: the methods to sweep (default clp).
+            step: the grid's step, 0.5, 0.25 or 0.2 (at most 128 generations in all).
+            max_new_tokens: the longest answer, 1 to 256 tokens.
+            temperature: 0 for greedy decoding, up to 2.
+            seed: the sampling seed.
+        """
         prompt, _ = self.service.clean_prompt(prompt)
         decoding = parse_decoding(max_new_tokens, temperature, seed)
         made = []
@@ -69,7 +91,13 @@ class ApiEndpoints:
         return {"generations": made, **self.frontier(prompt)}
 
     def score(self, prompt: str, response: str) -> dict:
-        """Raw and normalised (null without a calibration) scores of one response."""
+        """Score a response on every objective: raw scores and normalised ones (z-scores against
+        the base model's answers; null without a calibration).
+
+        Args:
+            prompt: the prompt the response answers.
+            response: the text to score.
+        """
         prompt, _ = self.service.clean_prompt(prompt)
         raw, normalised = self.service.score_texts(prompt, [response])[0]
         return {

@@ -76,8 +76,9 @@ def probe(model_path: Path) -> bool:
     return done.returncode == 0
 
 
-def repack_enabled(model_path: Path) -> bool:
-    """STEERING_LLAMACPP_REPACK if set, else the cached answer for this machine, else a probe."""
+def repack_enabled(model_path: Path, try_it=probe) -> bool:
+    """STEERING_LLAMACPP_REPACK if set, else the cached answer for this machine, else
+    `try_it(model_path)` (the probe), whose answer is then cached."""
     chosen = os.environ.get(REPACK_ENV, "").strip()
     if chosen in ("0", "1"):
         return chosen == "1"
@@ -88,7 +89,7 @@ def repack_enabled(model_path: Path) -> bool:
         known = {}
     if key in known:
         return bool(known[key])
-    works = probe(model_path)
+    works = try_it(model_path)
     log.info(
         "llama.cpp weight repacking %s on this machine (probed once, cached in %s)",
         "works" if works else "crashed or failed, so it stays off",

@@ -1,0 +1,54 @@
+"""Weight repacking: decided per machine by a probe in a child process, cached, overridable."""
+
+import json
+
+import pytest
+
+from steering.serve.repack_probe import cache_file, machine_key, probe, repack_enabled
+
+
+class Probe:
+    def __init__(self, answer: bool):
+        self.answer, self.calls = answer, 0
+
+    def __call__(self, path) -> bool:
+        self.calls += 1
+        return self.answer
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("STEERING_LLAMACPP_REPACK", raising=False)
+    return tmp_path / "steering" / "llamacpp-repack.json"
+
+
+def test_the_answer_is_probed_once_per_machine_and_cached(cache, tmp_path):
+    said_yes = Probe(True)
+    assert repack_enabled(tmp_path / "model.gguf", said_yes) is True
+    assert repack_enabled(tmp_path / "model.gguf", said_yes) is True
+    assert said_yes.calls == 1 and cache_file() == cache
+    assert json.loads(cache.read_text()) == {machine_key(): True}
+    # another machine's answer is kept beside this one's
+    cache.write_text(json.dumps({"other-machine": False, machine_key(): True}))
+    assert repack_enabled(tmp_path / "model.gguf", Probe(False)) is True
+
+
+def test_a_crashing_probe_keeps_repacking_off(cache, tmp_path):
+    said_no = Probe(False)
+    assert repack_enabled(tmp_path / "model.gguf", said_no) is False
+    assert repack_enabled(tmp_path / "model.gguf", said_no) is False and said_no.calls == 1
+
+
+@pytest.mark.parametrize("value, expected", [("1", True), ("0", False)])
+def test_the_environment_decides_without_a_probe(cache, tmp_path, monkeypatch, value, expected):
+    monkeypatch.setenv("STEERING_LLAMACPP_REPACK", value)
+    never = Probe(not expected)
+    assert repack_enabled(tmp_path / "model.gguf", never) is expected and never.calls == 0
+    assert not cache.exists()
+
+
+def test_a_probe_of_a_file_that_is_no_model_fails_in_the_child(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model")
+    assert probe(bad) is False  # the child failed; this process goes on
