@@ -144,7 +144,7 @@ def benchmark(url: str, args) -> dict:
     client = Client(url, verbose=False)
     info = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
     if "/frontier" in info:
-        args.objectives = len(client.predict(api_name="/frontier")["objectives"])
+        args.objectives = len(client.predict(prompt=prompts[0], api_name="/frontier")["objectives"])
     # warm-up: waits for the model to load and the scorers to initialise
     one_request(client, prompts[0], args)
     return {
