@@ -33,7 +33,7 @@ def main() -> None:
         browser = p.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
         )
-        page = browser.new_page(viewport={"width": 1400, "height": 1250})
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.set_default_timeout(WAIT_MS)
         page.goto(url)
         expect(page.locator("#status")).to_contain_text("Model ready", timeout=WAIT_MS)
@@ -43,6 +43,8 @@ def main() -> None:
         page.click("#generate")
         expect(page.locator("#scores .js-plotly-plot")).to_be_visible(timeout=WAIT_MS)
         time.sleep(2)  # plotly draws after the data arrives
+        page.evaluate("window.scrollTo(0, 0)")
+        time.sleep(0.5)
         page.screenshot(path=OUT)
         browser.close()
     print(f"wrote {OUT}")

@@ -41,6 +41,20 @@ def _tokens_per_second(model, tokenizer, conditioning, seed=0, max_new_tokens=64
     return out[0].tokens / (time.perf_counter() - start)
 
 
+def _adapter_row_us(dtype: torch.dtype, hidden: int, rank: int, calls: int = 2000) -> float:
+    """Microseconds of one decoding step's adapter matmuls (A then B, one row) in `dtype`."""
+    x = torch.randn(1, 1, hidden, dtype=dtype)
+    a = torch.randn(rank, hidden, dtype=dtype)
+    b = torch.randn(hidden, rank, dtype=dtype)
+    with torch.no_grad():
+        for _ in range(100):
+            torch.nn.functional.linear(torch.nn.functional.linear(x, a), b)
+        start = time.perf_counter()
+        for _ in range(calls):
+            torch.nn.functional.linear(torch.nn.functional.linear(x, a), b)
+    return (time.perf_counter() - start) / calls * 1e6
+
+
 def bench_generate(rounds: int = 5) -> dict:
     """Tokens/s of the base model, the unmerged mixed model and the merged copy at one w
     (64 new tokens, one stream, median of `rounds` interleaved rounds); an 11-point sweep as one
@@ -91,6 +105,12 @@ def bench_generate(rounds: int = 5) -> dict:
         "sweep_batched_s": round(batched, 2),
         "sweep_sequential_s": round(sequential, 2),
         "sweep_speedup": round(sequential / batched, 2),
+        # why the adapters compute in float32 whatever the base model's dtype: one row of
+        # activations through the shipped bank's shapes (K*r = 12 units), in both dtypes
+        **{
+            f"adapter_row_{name}_us": round(_adapter_row_us(dtype, model.config.hidden_size, 12), 1)
+            for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))
+        },
     }
 
 

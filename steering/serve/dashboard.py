@@ -1,5 +1,6 @@
 """What the dashboard shows of everything stored: counts, win rates, Bradley-Terry strengths,
-human steerability and every stored point; plus the ratings export.
+human steerability and every stored point (without its text: the dashboard is public); plus the
+ratings export, which the page offers to admins only.
 
 Cached for a few seconds, because every open dashboard polls it.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from steering.errors import UserError
@@ -58,7 +59,8 @@ class DashboardQueries:
             steerability=[
                 (o, queries.human_steerability(engine, o)) for o in self.service.objectives
             ],
-            points=self.service.plot_points(None),
+            # every visitor sees the dashboard: the points, never anyone's text
+            points=[replace(p, text="") for p in self.service.plot_points(None)],
         )
         self._cached = (now, dashboard)
         return dashboard

@@ -135,3 +135,4 @@ def test_dashboard_is_cached_until_asked_fresh(service):
     after = dashboard.get(fresh=True)
     assert after.generations == before.generations + 1
     assert [o for o, _ in after.steerability] == list(OBJECTIVES)
+    assert after.points and not any(p.text for p in after.points)  # no one's text, in public
