@@ -28,6 +28,7 @@ from pathlib import Path
 from uuid import UUID
 
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from storage.engine import read_session, run_write
@@ -69,8 +70,17 @@ class Journal:
                 self._fd = os.open(
                     self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644
                 )
-            os.write(self._fd, line)
-            os.fsync(self._fd)
+            try:
+                written = 0
+                while written < len(line):  # a write may take only part of the line
+                    written += os.write(self._fd, line[written:])
+                os.fsync(self._fd)
+            except OSError:
+                # a half-written line stays a torn line of its own: the next record starts a
+                # new shard rather than being appended to it
+                os.close(self._fd)
+                self._fd = None
+                raise
 
     def close(self) -> None:
         with self._lock:
@@ -171,7 +181,7 @@ class RestoreReport:
     restored: int  # ratings stored again from the log
     undone: int  # undos applied again from the log
     present: int  # records the database already held
-    torn: list[str]  # unreadable lines, skipped
+    torn: list[str]  # unreadable lines and unstorable records, skipped
 
     def __str__(self) -> str:
         text = (
@@ -263,15 +273,25 @@ def _restore_undo(session: Session, record: dict) -> bool:
 
 
 def restore(engine: Engine, directory: str | os.PathLike) -> RestoreReport:
-    """Store what the log holds and the database lacks, one transaction per record."""
+    """Store what the log holds and the database lacks, one transaction per record: the ratings
+    first, then the undos (shards of several processes may hold an undo before its rating). A
+    record that cannot be stored (not the shape this module writes) is skipped and reported
+    with the torn lines."""
     read = read_journal(directory)
     restored = undone = present = 0
-    for record in read.records:
-        if record["kind"] == "rating":
-            done = run_write(engine, lambda s, r=record: _restore_rating(s, r))
-            restored += done
-        else:
-            done = run_write(engine, lambda s, r=record: _restore_undo(s, r))
-            undone += done
-        present += not done
-    return RestoreReport(restored, undone, present, read.torn)
+    skipped = list(read.torn)
+    ratings = [r for r in read.records if r["kind"] == "rating"]
+    undos = [r for r in read.records if r["kind"] == "undo"]
+    for records, apply in ((ratings, _restore_rating), (undos, _restore_undo)):
+        for record in records:
+            try:
+                done = run_write(engine, lambda s, r=record, apply=apply: apply(s, r))
+            except (KeyError, TypeError, ValueError, AttributeError, SQLAlchemyError):
+                skipped.append(f"a {record['kind']} record {record.get('rating_uuid', '?')!r}")
+                continue
+            if apply is _restore_rating:
+                restored += done
+            else:
+                undone += done
+            present += not done
+    return RestoreReport(restored, undone, present, skipped)

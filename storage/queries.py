@@ -360,3 +360,14 @@ def battles(engine: Engine) -> list[Battle]:
         )
         for p in _rated_pairs(engine)
     ]
+
+
+def comparison_texts(engine: Engine, comparison_id: int) -> tuple[str, str] | None:
+    """The texts of a comparison's two sides (A, B), or None when there is no such comparison."""
+    with read_session(engine) as session:
+        comparison = session.get(Comparison, int(comparison_id))
+        if comparison is None:
+            return None
+        a = session.get(Generation, comparison.generation_a_id)
+        b = session.get(Generation, comparison.generation_b_id)
+        return a.text, b.text

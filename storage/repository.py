@@ -329,8 +329,9 @@ def undo_last_rating(engine: Engine, rater_id: int, within_s: float) -> UUID:
     within_s = check_float(within_s, "within_s", minimum=0.0)
 
     def write(session: Session) -> UUID:
+        newest = (Rating.created_at.desc(), Rating.id.desc())
         rating = session.scalars(
-            select(Rating).where(Rating.rater_id == rater_id).order_by(Rating.id.desc()).limit(1)
+            select(Rating).where(Rating.rater_id == rater_id).order_by(*newest).limit(1)
         ).first()
         now = datetime.now(UTC)
         if rating is None or (now - as_utc(rating.created_at)).total_seconds() > within_s:
@@ -350,5 +351,22 @@ def undo_last_rating(engine: Engine, rater_id: int, within_s: float) -> UUID:
             session.delete(part)
         session.delete(rating)
         return rating.uuid
+
+    return run_write(engine, write)
+
+
+def discard_rating(engine: Engine, rating_uuid: str | UUID) -> bool:
+    """Delete a rating that was stored but could not be acknowledged (its log append failed),
+    so that the database holds nothing the rater was not told was kept; True if it was there."""
+    key = check_uuid(rating_uuid)
+
+    def write(session: Session) -> bool:
+        rating = session.scalar(select(Rating).where(Rating.uuid == key))
+        if rating is None:
+            return False
+        for part in rating.objectives:
+            session.delete(part)
+        session.delete(rating)
+        return True
 
     return run_write(engine, write)

@@ -46,7 +46,9 @@ def served(tiny_env, clock):  # noqa: F811
     )
     identity = Identity(SECRET, ticket_ttl_s=300, clock=clock)
     demos = [
-        app.build_demo(service, Arena(service, identity, RateLimits(200, 200), admin_token=ADMIN)),
+        app.build_demo(
+            service, Arena(service, identity, RateLimits(200, 200, sessions=200), admin_token=ADMIN)
+        ),
         app.build_demo(service, Arena(service, identity, RateLimits(pairs=2, votes=2))),
     ]
     clients = []

@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict
 
+from steering.errors import UserError
 from steering.serve.arena import Arena
 from steering.serve.dashboard import DashboardQueries
 from steering.serve.frontier import DEFAULT_REFERENCE, fronts_by_method, hypervolumes
 from steering.serve.service import SteeringService, parse_decoding
+
+MAX_RESPONSE_CHARS = 32_000  # storage's limit on a generated text
 
 
 class ApiEndpoints:
@@ -26,9 +29,9 @@ class ApiEndpoints:
         self.arena = arena
         self.dashboard = dashboard
 
-    def session(self) -> dict:
+    def session(self, address: str | None = None) -> dict:
         """A new anonymous rater identity, signed by the server: send it as `rater_token`."""
-        return {"rater_token": self.arena.session()}
+        return {"rater_token": self.arena.session(address)}
 
     def generate(
         self,
@@ -99,6 +102,10 @@ class ApiEndpoints:
             response: the text to score.
         """
         prompt, _ = self.service.clean_prompt(prompt)
+        if not isinstance(response, str) or len(response) > MAX_RESPONSE_CHARS:
+            raise UserError(
+                f"the response must be text of at most {MAX_RESPONSE_CHARS:,} characters"
+            )
         raw, normalised = self.service.score_texts(prompt, [response])[0]
         return {
             o: {"raw": raw[o], "normalised": normalised[o] if normalised else None}
@@ -147,9 +154,11 @@ class ApiEndpoints:
             "total_votes": counts.total,
         }
 
-    def undo(self, rater_token: str = "", hub_user: str | None = None) -> dict:
+    def undo(
+        self, rater_token: str = "", address: str | None = None, hub_user: str | None = None
+    ) -> dict:
         """Take back your last vote, if it is at most a couple of minutes old."""
-        counts = self.arena.undo(self.arena.rater(rater_token, hub_user))
+        counts = self.arena.undo(self.arena.rater(rater_token, hub_user), address)
         return {"your_votes": counts.yours, "total_votes": counts.total}
 
     def stats(self) -> dict:

@@ -14,6 +14,7 @@ trustworthy for a public Space.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import random
 import uuid
@@ -22,13 +23,15 @@ from dataclasses import dataclass
 from steering.errors import UserError
 from steering.evaluation.pareto import sample_dirichlet
 from steering.model.generate import Decoding
-from steering.serve.identity import Identity, Rater, server_secret
+from steering.serve.identity import Identity, Rater, server_secret, shown_digest
 from steering.serve.limits import RateLimits
 from steering.serve.service import ScoredGeneration, SteeringService
 from steering.weights import Weights
 from storage import queries
 from storage import repository as repo
 from storage.journal import rating_record, undo_record
+
+log = logging.getLogger(__name__)
 
 VOTE_CHOICES = ("a", "b", "tie", "both_bad")
 ADMIN_TOKEN_ENV = "STEERING_ADMIN_TOKEN"
@@ -84,8 +87,9 @@ class Arena:
             self._identity = Identity(server_secret(self.service.data_dir))
         return self._identity
 
-    def session(self) -> str:
-        """A new signed anonymous rater token."""
+    def session(self, address: str | None = None) -> str:
+        """A new signed anonymous rater token (a few a minute per client address)."""
+        self.limits.check("sessions", None, address)
         return self.identity.new_rater_token()
 
     def rater(self, rater_token: object, hub_user: str | None = None) -> Rater:
@@ -129,7 +133,8 @@ class Arena:
             comparison_id = repo.add_comparison(service.engine, a.generation_id, b.generation_id)
         except ValueError as error:
             raise UserError(str(error)) from None
-        return Pair(comparison_id, prompt, a, b, self.identity.ticket(comparison_id, rater))
+        ticket = self.identity.ticket(comparison_id, rater, shown_digest(a.text, b.text))
+        return Pair(comparison_id, prompt, a, b, ticket)
 
     def rate(
         self,
@@ -143,7 +148,7 @@ class Arena:
         """Store the vote the ticket allows, log it, then acknowledge it. Resending the same
         `rating_uuid` with the same vote is a no-op with the same answer."""
         self.limits.check("votes", rater.key, address)
-        comparison_id = self.identity.check_ticket(ticket, rater)
+        comparison_id, digest = self.identity.check_ticket(ticket, rater)
         if choice not in VOTE_CHOICES:
             raise UserError(f"choice must be one of {', '.join(VOTE_CHOICES)}, got {choice!r}")
         if per_objective is not None and not isinstance(per_objective, dict):
@@ -155,6 +160,9 @@ class Arena:
             if answer not in ("a", "b", "tie"):
                 raise UserError(f"the answer for {objective} must be a, b or tie, got {answer!r}")
         engine = self.service.engine
+        texts = queries.comparison_texts(engine, comparison_id)
+        if texts is None or shown_digest(*texts) != digest:
+            raise UserError("That ticket's pair is no longer stored; ask for a new pair.")
         key = rating_uuid or str(uuid.uuid4())
         try:
             rater_id = repo.ensure_rater(engine, rater.key, rater.user_name)
@@ -165,12 +173,20 @@ class Arena:
             raise UserError("This comparison has already been voted: one vote per pair.") from None
         except ValueError as error:
             raise UserError(str(error)) from None
-        self.service.journal.append(rating_record(engine, key))
+        try:
+            self.service.journal.append(rating_record(engine, key))
+        except OSError:
+            # not in the log, so not kept: a restart could lose it, and the rater must know
+            repo.discard_rating(engine, key)
+            log.exception("the ratings log could not be written")
+            raise UserError("The vote could not be saved; please vote again.") from None
         yours, total = self.vote_counts(rater)
         return VoteCount(rating_id, yours, total)
 
-    def undo(self, rater: Rater) -> VoteCount:
-        """Take back the rater's last vote if it is recent; the undo is stored and logged."""
+    def undo(self, rater: Rater, address: str | None = None) -> VoteCount:
+        """Take back the rater's last vote if it is recent; the undo is stored and logged.
+        An undo counts against the vote limits, so repeated undos cannot run away."""
+        self.limits.check("votes", rater.key, address)
         engine = self.service.engine
         try:
             rater_id = repo.ensure_rater(engine, rater.key, rater.user_name)

@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import secrets
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -24,23 +25,44 @@ from steering.errors import UserError
 
 SECRET_ENV = "STEERING_SECRET"
 SECRET_FILE = "secret.key"
+MIN_SECRET_BYTES = 16
 TICKET_TTL_S = 15 * 60
 
 
 def server_secret(directory: Path) -> bytes:
     """STEERING_SECRET, else the secret kept in `directory`, made (readable by the owner only)
-    the first time; every process of one deployment then signs alike."""
+    the first time; every process of one deployment then signs alike. A secret shorter than
+    MIN_SECRET_BYTES is refused: with a guessable key anyone could sign."""
     if os.environ.get(SECRET_ENV):
-        return os.environ[SECRET_ENV].encode()
+        return _long_enough(os.environ[SECRET_ENV].encode(), SECRET_ENV)
     path = directory / SECRET_FILE
-    directory.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32))
-    return path.read_bytes().strip()
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        # written whole beside it, then linked into place: a reader never sees a half secret,
+        # and of two processes starting at once the second keeps the first one's
+        fd, partial = tempfile.mkstemp(dir=directory, prefix=".secret-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(partial, 0o600)
+            try:
+                os.link(partial, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(partial)
+    return _long_enough(path.read_bytes().strip(), str(path))
+
+
+def _long_enough(secret: bytes, where: str) -> bytes:
+    if len(secret) < MIN_SECRET_BYTES:
+        raise UserError(
+            f"the signing secret in {where} is shorter than {MIN_SECRET_BYTES} bytes; "
+            "set a long random STEERING_SECRET"
+        )
+    return secret
 
 
 def _b64(data: bytes) -> str:
@@ -100,17 +122,27 @@ class Identity:
             )
         return Rater(f"anon:{payload['r']}")
 
-    def ticket(self, comparison_id: int, rater: Rater) -> str:
+    def ticket(self, comparison_id: int, rater: Rater, content: str = "") -> str:
+        """A ticket for one comparison and one rater; `content` (a digest of what was shown)
+        ties it to that comparison's texts, not only to its id, which a database rebuilt from
+        the ratings log may give to another comparison."""
         expires = int(self._clock() + self.ticket_ttl_s)
-        return self._sign("ticket", {"c": int(comparison_id), "r": rater.key, "e": expires})
+        payload = {"c": int(comparison_id), "r": rater.key, "e": expires, "d": content}
+        return self._sign("ticket", payload)
 
-    def check_ticket(self, ticket: object, rater: Rater) -> int:
-        """The comparison a ticket stands for, if it is genuine, unexpired and this rater's."""
+    def check_ticket(self, ticket: object, rater: Rater) -> tuple[int, str]:
+        """(comparison id, content digest) of a ticket, if it is genuine, unexpired and this
+        rater's."""
         payload = self._open("ticket", ticket)
-        if payload is None or not {"c", "r", "e"} <= set(payload):
+        if payload is None or not {"c", "r", "e", "d"} <= set(payload):
             raise UserError("That ticket was not issued by this server; ask for a new pair.")
         if payload["r"] != rater.key:
             raise UserError("That ticket was issued to another rater; ask for a pair of your own.")
         if self._clock() > payload["e"]:
             raise UserError("That ticket has expired; ask for a new pair.")
-        return int(payload["c"])
+        return int(payload["c"]), str(payload["d"])
+
+
+def shown_digest(a: str, b: str) -> str:
+    """A short digest of the two texts a comparison showed."""
+    return hashlib.sha256(f"{a}\0{b}".encode()).hexdigest()[:16]

@@ -21,6 +21,7 @@ DEFAULT_PAIRS = 20
 DEFAULT_VOTES = 30
 # several people may share one address (a household, an office behind one proxy)
 ADDRESS_FACTOR = 4
+SESSIONS_PER_ADDRESS = 30
 WINDOW_S = 60.0
 
 
@@ -47,23 +48,40 @@ class SlidingWindow:
         self._events: dict[str, deque] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    def allow(self, key: str) -> bool:
-        """Count one event for `key` if it is within the limit; False (nothing counted) if not."""
+    def full(self, key: str) -> bool:
+        """Whether `key` has used its limit in the current window (nothing is counted)."""
         now = self._clock()
         with self._lock:
-            events = self._events[key]
+            events = self._events.get(key)
             while events and now - events[0] >= self.window_s:
                 events.popleft()
-            if len(events) >= self.limit:
-                return False
-            events.append(now)
-            return True
+            if events is not None and not events:
+                del self._events[key]  # forgotten keys take no memory
+                events = None
+            return events is not None and len(events) >= self.limit
+
+    def count(self, key: str) -> None:
+        with self._lock:
+            self._events[key].append(self._clock())
+
+    def allow(self, key: str) -> bool:
+        """Count one event for `key` if it is within the limit; False (nothing counted) if not."""
+        if self.full(key):
+            return False
+        self.count(key)
+        return True
 
 
 class RateLimits:
     """The limits of one service: pairs and votes, per rater and per client address."""
 
-    def __init__(self, pairs: int | None = None, votes: int | None = None, clock=time.monotonic):
+    def __init__(
+        self,
+        pairs: int | None = None,
+        votes: int | None = None,
+        sessions: int = SESSIONS_PER_ADDRESS,
+        clock=time.monotonic,
+    ):
         pairs = pairs or _per_minute(PAIRS_ENV, DEFAULT_PAIRS)
         votes = votes or _per_minute(VOTES_ENV, DEFAULT_VOTES)
         self._windows = {
@@ -71,19 +89,24 @@ class RateLimits:
             ("pairs", "address"): SlidingWindow(pairs * ADDRESS_FACTOR, clock=clock),
             ("votes", "rater"): SlidingWindow(votes, clock=clock),
             ("votes", "address"): SlidingWindow(votes * ADDRESS_FACTOR, clock=clock),
+            # new identities are free: an address may make a few a minute, not thousands
+            ("sessions", "address"): SlidingWindow(sessions, clock=clock),
         }
 
-    def check(self, what: str, rater: str, address: str | None) -> None:
-        """Count a request for `what` ("pairs" or "votes"); UserError once a limit is reached."""
-        checks = [("rater", rater)] + ([("address", address)] if address else [])
-        for scope, key in checks:
-            window = self._windows[(what, scope)]
-            if not window.allow(key):
+    def check(self, what: str, rater: str | None, address: str | None) -> None:
+        """Count a request for `what` ("pairs", "votes" or "sessions"); UserError once a limit
+        is reached. Every window is checked before any counts, so a refused request costs none."""
+        checks = ([("rater", rater)] if rater else []) + ([("address", address)] if address else [])
+        windows = [(scope, key, self._windows[(what, scope)]) for scope, key in checks]
+        for scope, key, window in windows:
+            if window.full(key):
                 who = "you" if scope == "rater" else "your network address"
                 raise UserError(
                     f"Too many {what} for {who} in the last minute (the limit is "
                     f"{window.limit}); please wait a moment."
                 )
+        for _, key, window in windows:
+            window.count(key)
 
 
 PROXIES_ENV = "STEERING_TRUSTED_PROXIES"

@@ -69,7 +69,7 @@ def parse_decoding(max_new_tokens, temperature, seed, limit: int = MAX_NEW_TOKEN
     """Decoding options as a page or a client sends them, checked against the service's limits."""
     try:
         tokens, temp, seed = int(max_new_tokens), float(temperature), int(seed or 0)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise UserError("max tokens and seed must be whole numbers, temperature a number") from None
     if not 1 <= tokens <= limit:
         raise UserError(f"max tokens must be between 1 and {limit}, got {tokens}")
@@ -249,6 +249,8 @@ class SteeringService:
 
     def clean_prompt(self, text: str | None) -> tuple[str, str | None]:
         """The prompt to use and a notice when it had to be cut; UserError when empty."""
+        if text is not None and not isinstance(text, str):
+            raise UserError("the prompt must be text")
         prompt = (text or "").strip()
         if not prompt:
             raise UserError("Type a prompt first: the model was not called.")
@@ -261,6 +263,8 @@ class SteeringService:
 
     def optional_prompt(self, text: str | None) -> str | None:
         """The cleaned prompt, or None when none was given (a random one is then chosen)."""
+        if text is not None and not isinstance(text, str):
+            raise UserError("the prompt must be text")
         return self.clean_prompt(text)[0] if (text or "").strip() else None
 
     def weights(self, values) -> Weights:

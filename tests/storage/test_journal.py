@@ -109,3 +109,37 @@ def test_undo_is_only_for_a_recent_vote(build):
     add_rating(build.engine, add_comparison(build.engine, a, b), rater, "a", uuid.uuid4())
     with pytest.raises(ValueError, match="no vote from the last 0 seconds"):
         undo_last_rating(build.engine, rater, within_s=0)
+
+
+def test_an_undo_before_its_rating_and_a_malformed_record_are_handled(logged, fresh, tmp_path):
+    engine, log, keys = logged
+    # another process's shard sorts first and holds an undo of a vote logged later
+    early = Journal(tmp_path / "merged")
+    early.append(undo_record(keys[0]))
+    early.append({"kind": "rating", "v": 1, "rating_uuid": str(uuid.uuid4())})  # no content
+    early.close()
+    (later,) = shards(log)
+    (tmp_path / "merged" / "ratings-z-later.jsonl").write_bytes(later.read_bytes())
+    report = restore(fresh, tmp_path / "merged")
+    assert report.restored == 3 and report.undone == 2  # its own undo, and the early one
+    assert stats(fresh)["ratings"] == 1
+    assert len(report.torn) == 1 and "a rating record" in report.torn[0]
+
+
+def test_a_failed_append_starts_a_new_shard(tmp_path, monkeypatch):
+    journal = Journal(tmp_path)
+    journal.append({"kind": "undo", "n": 1})
+    real_write = os.write
+
+    def half(fd, data):
+        real_write(fd, data[:5])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half)
+    with pytest.raises(OSError):
+        journal.append({"kind": "undo", "n": 2})
+    monkeypatch.undo()
+    journal.append({"kind": "undo", "n": 3})
+    read = read_journal(tmp_path)
+    assert [r["n"] for r in read.records] == [1, 3] and len(read.torn) == 1
+    assert len(shards(tmp_path)) == 2

@@ -134,3 +134,35 @@ def test_pairs_and_votes_are_rate_limited(arena):
     limited.rate(pair.ticket, "a", rater)
     with pytest.raises(UserError, match="Too many votes"):
         limited.rate(pair.ticket, "a", rater)
+
+
+def test_a_ticket_is_refused_once_its_pair_is_gone(arena, tmp_path):
+    rater, pair = rater_and_pair(arena, seed=5)
+    # the same secret over a database rebuilt from the log: comparison ids are given anew
+    rebuilt = SteeringService(
+        database_url=f"sqlite:///{tmp_path / 'rebuilt.db'}", log_dir=tmp_path / "empty-log"
+    )
+    elsewhere = Arena(rebuilt, arena.identity, RateLimits(pairs=50, votes=50))
+    other = elsewhere.new_pair(None, SHORT, elsewhere.rater(elsewhere.session()), seed=6)
+    assert other.comparison_id == 1
+    stale = arena.identity.ticket(other.comparison_id, rater, "0" * 16)
+    with pytest.raises(UserError, match="no longer stored"):
+        elsewhere.rate(stale, "a", rater)
+    with pytest.raises(UserError, match="no longer stored"):
+        elsewhere.rate(pair.ticket, "a", rater)  # the id of a pair this database never had
+    assert elsewhere.stats()["ratings"] == 0
+
+
+def test_a_vote_the_log_cannot_take_is_not_kept(arena, tmp_path, monkeypatch):
+    rater, pair = rater_and_pair(arena, seed=7)
+    before = arena.stats()["ratings"]
+
+    def full_disk(record):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(arena.service.journal, "append", full_disk)
+    with pytest.raises(UserError, match="could not be saved; please vote again"):
+        arena.rate(pair.ticket, "a", rater)
+    assert arena.stats()["ratings"] == before
+    monkeypatch.undo()
+    assert arena.rate(pair.ticket, "a", rater).yours == 1  # and the vote can be cast again

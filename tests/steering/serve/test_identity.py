@@ -53,8 +53,8 @@ def test_a_hub_sign_in_is_the_identity(identity):
 
 def test_a_ticket_is_for_its_rater_and_expires(identity, clock):
     alice, bob = identity.rater(identity.new_rater_token()), Rater("hf:bob", "bob")
-    ticket = identity.ticket(7, alice)
-    assert identity.check_ticket(ticket, alice) == 7
+    ticket = identity.ticket(7, alice, "digest-of-texts")
+    assert identity.check_ticket(ticket, alice) == (7, "digest-of-texts")
     with pytest.raises(UserError, match="issued to another rater"):
         identity.check_ticket(ticket, bob)
     clock.now += 61
@@ -72,5 +72,16 @@ def test_the_secret_comes_from_the_environment_or_is_made_once(tmp_path, monkeyp
     first = server_secret(tmp_path)
     assert len(first) == 64 and server_secret(tmp_path) == first
     assert (tmp_path / "secret.key").stat().st_mode & 0o777 == 0o600
-    monkeypatch.setenv("STEERING_SECRET", "from the environment")
-    assert server_secret(tmp_path) == b"from the environment"
+    assert [p.name for p in tmp_path.iterdir()] == ["secret.key"]  # no partial file left
+    monkeypatch.setenv("STEERING_SECRET", "from the environment, long enough")
+    assert server_secret(tmp_path) == b"from the environment, long enough"
+
+
+def test_a_short_or_empty_secret_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("STEERING_SECRET", "short")
+    with pytest.raises(UserError, match="shorter than 16 bytes"):
+        server_secret(tmp_path)
+    monkeypatch.delenv("STEERING_SECRET")
+    (tmp_path / "secret.key").write_bytes(b"")  # a crash left it empty: anyone could sign
+    with pytest.raises(UserError, match="shorter than 16 bytes"):
+        server_secret(tmp_path)

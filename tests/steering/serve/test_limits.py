@@ -63,3 +63,25 @@ def test_the_address_behind_trusted_proxies(monkeypatch):
     monkeypatch.setenv("STEERING_TRUSTED_PROXIES", "2")
     assert client_address(headers, "10.0.0.2") == "6.6.6.6"
     assert client_address({}, "10.0.0.2") == "10.0.0.2"
+
+
+def test_refused_requests_count_nowhere_and_old_keys_are_forgotten():
+    clock = Clock()
+    limits = RateLimits(pairs=1, votes=1, clock=clock)
+    limits.check("pairs", "alice", "10.0.0.9")
+    for _ in range(10):  # refused by the rater's window: the address's is not spent
+        with pytest.raises(UserError):
+            limits.check("pairs", "alice", "10.0.0.9")
+    for n in range(ADDRESS_FACTOR - 1):
+        limits.check("pairs", f"other-{n}", "10.0.0.9")
+    window = limits._windows[("pairs", "rater")]
+    clock.now = 61.0
+    assert not window.full("alice") and "alice" not in window._events
+
+
+def test_new_identities_are_limited_per_address():
+    limits = RateLimits(clock=Clock())
+    for _ in range(30):
+        limits.check("sessions", None, "10.0.0.7")
+    with pytest.raises(UserError, match="Too many sessions for your network address"):
+        limits.check("sessions", None, "10.0.0.7")
