@@ -65,7 +65,7 @@ class Journal:
         with self._lock:
             if self._fd is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
-                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
                 name = f"{SHARD_PREFIX}{stamp}-{os.getpid()}-{secrets.token_hex(4)}{SHARD_SUFFIX}"
                 self._fd = os.open(
                     self.directory / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644
