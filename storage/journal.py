@@ -43,7 +43,7 @@ from storage.models import (
     Score,
     as_utc,
 )
-from storage.repository import prompt_row_id
+from storage.repository import prompt_row_id, retract_rating
 from storage.validation import check_uuid
 
 VERSION = 1
@@ -255,20 +255,7 @@ def _restore_undo(session: Session, record: dict) -> bool:
     rating = session.scalar(select(Rating).where(Rating.uuid == key))
     if rating is None:
         return False
-    session.add(
-        RatingUndo(
-            uuid=key,
-            comparison_id=rating.comparison_id,
-            rater_id=rating.rater_id,
-            choice=rating.choice,
-            per_objective={p.objective: [p.choice, p.likert] for p in rating.objectives},
-            rated_at=rating.created_at,
-            undone_at=datetime.fromisoformat(record["undone_at"]),
-        )
-    )
-    for part in rating.objectives:
-        session.delete(part)
-    session.delete(rating)
+    retract_rating(session, rating, datetime.fromisoformat(record["undone_at"]))
     return True
 
 

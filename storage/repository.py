@@ -321,6 +321,30 @@ def add_rating(
     return run_write(engine, write)
 
 
+def delete_rating(session: Session, rating: Rating) -> None:
+    """Remove a rating row with its per-objective answers (inside the caller's transaction)."""
+    for part in rating.objectives:
+        session.delete(part)
+    session.delete(rating)
+
+
+def retract_rating(session: Session, rating: Rating, undone_at: datetime) -> None:
+    """Undo a rating inside the caller's transaction: a RatingUndo row keeps what it said and
+    when, and the rating goes, so its rater may vote on the comparison again."""
+    session.add(
+        RatingUndo(
+            uuid=rating.uuid,
+            comparison_id=rating.comparison_id,
+            rater_id=rating.rater_id,
+            choice=rating.choice,
+            per_objective={o: list(v) for o, v in _rating_parts(rating).items()},
+            rated_at=rating.created_at,
+            undone_at=undone_at,
+        )
+    )
+    delete_rating(session, rating)
+
+
 def undo_last_rating(engine: Engine, rater_id: int, within_s: float) -> UUID:
     """Take back the rater's most recent vote if it is at most `within_s` seconds old; return its
     UUID. The rating row goes (so the rater may vote on that comparison again) and a RatingUndo
@@ -336,20 +360,7 @@ def undo_last_rating(engine: Engine, rater_id: int, within_s: float) -> UUID:
         now = datetime.now(UTC)
         if rating is None or (now - as_utc(rating.created_at)).total_seconds() > within_s:
             raise ValueError(f"you have no vote from the last {within_s:g} seconds to undo.")
-        session.add(
-            RatingUndo(
-                uuid=rating.uuid,
-                comparison_id=rating.comparison_id,
-                rater_id=rating.rater_id,
-                choice=rating.choice,
-                per_objective={o: list(v) for o, v in _rating_parts(rating).items()},
-                rated_at=rating.created_at,
-                undone_at=now,
-            )
-        )
-        for part in rating.objectives:
-            session.delete(part)
-        session.delete(rating)
+        retract_rating(session, rating, now)
         return rating.uuid
 
     return run_write(engine, write)
@@ -364,9 +375,7 @@ def discard_rating(engine: Engine, rating_uuid: str | UUID) -> bool:
         rating = session.scalar(select(Rating).where(Rating.uuid == key))
         if rating is None:
             return False
-        for part in rating.objectives:
-            session.delete(part)
-        session.delete(rating)
+        delete_rating(session, rating)
         return True
 
     return run_write(engine, write)

@@ -126,7 +126,8 @@ def check_uuid(value: object) -> UUID:
             return UUID(value)
         except ValueError:
             pass
-    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
     raise ValueError(f"rating_uuid must be a UUID; got {shown}.")
 
 
