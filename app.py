@@ -15,6 +15,7 @@ import html
 import inspect
 import logging
 import os
+import sys
 import typing
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -29,8 +30,8 @@ import gradio as gr
 import app_plots as view
 from steering.errors import UserError
 from steering.model.methods import METHODS
-from steering.objectives import get_objective
 from steering.serve.api import ApiEndpoints
+from steering.serve.app_arguments import apply_app_arguments
 from steering.serve.arena import Arena
 from steering.serve.dashboard import DashboardQueries
 from steering.serve.limits import request_identity
@@ -253,9 +254,9 @@ METHOD_INFO = (
 )
 
 
-def weight_controls(name: str, even: float) -> tuple[gr.Slider, gr.Number]:
+def weight_controls(name: str, info: str, even: float) -> tuple[gr.Slider, gr.Number]:
     """One objective's slider and, beside it, the normalised weight it stands for."""
-    slider = {"step": 0.05, "label": name, "info": get_objective(name).description, "scale": 4}
+    slider = {"step": 0.05, "label": name, "info": info, "scale": 4}
     used = {"label": "used", "interactive": False, "precision": 3, "scale": 1, "min_width": 80}
     with gr.Row(equal_height=True):
         return (
@@ -276,7 +277,10 @@ def explore_tab(service: SteeringService) -> SimpleNamespace:
             gr.Examples(examples=[[e] for e in examples], inputs=[ui.prompt])
             method = {"label": "Method", "elem_id": "method", "info": METHOD_INFO}
             ui.method = gr.Radio(list(METHODS), value=service.default_method, **method)
-            controls = [weight_controls(n, 1 / len(objectives)) for n in objectives]
+            controls = [
+                weight_controls(n, service.objective_description(n), 1 / len(objectives))
+                for n in objectives
+            ]
             ui.sliders, ui.used = [s for s, _ in controls], [u for _, u in controls]
             with gr.Accordion("Decoding", open=False, elem_id="decoding"):
                 ui.max_tokens = gr.Slider(
@@ -480,6 +484,8 @@ def build_demo(
     return demo
 
 
+if __name__ == "__main__":
+    apply_app_arguments(sys.argv[1:])
 service = SteeringService()
 demo = build_demo(service)
 

@@ -1,10 +1,10 @@
 """One command line for the science:
 
     python -m steering generate --prompt "Review a cafe" --weights 0.7,0.2,0.1 [--method clp] [--json]
-    python -m steering objectives [--json]
+    python -m steering objectives [--json] [--objectives-file my-objectives.toml]
     python -m steering train --method clp --algo rsf --out assets/adapters/clp
     python -m steering evaluate --prompts assets/prompts/eval.jsonl --methods clp,base --grid 0.25 ...
-    python -m steering study --samples 4 --out docs/objectives.md
+    python -m steering study --pool runs/pool/base.jsonl --out docs/objective-study.md
     python -m steering train-reward --db sqlite:///data/steering.db --out runs/human-reward
     python -m steering bench generate|objectives|app|backends [--json]
 
@@ -33,26 +33,56 @@ def parse_numbers(text: str) -> list[float]:
         raise UserError(f"{text!r} is not a list of comma-separated numbers") from None
 
 
+def use_adapters(directory: str | None) -> None:
+    """`--adapters DIR`: the directory holding clp/, prompt/ and soups/, as STEERING_ADAPTERS."""
+    from steering.model.methods import ADAPTERS_ENV
+
+    if directory:
+        os.environ[ADAPTERS_ENV] = directory
+
+
 def cmd_generate(args) -> None:
     from steering.model.generate import Decoding
-    from steering.model.methods import adapter_dir_for, check_method, shipped_objectives
+    from steering.model.methods import (
+        adapter_dir_for,
+        check_method,
+        shipped_metadata,
+        shipped_objectives,
+    )
     from steering.model.mixing import adapter_objectives, read_metadata
+    from steering.objectives.declared import configured_objectives_file, resolve_objectives
     from steering.serve.backends import Backends
     from steering.weights import Weights
 
     # everything checkable without the model is checked before the slow load
     if not args.prompt.strip():
         raise UserError("the prompt is empty")
+    use_adapters(args.adapters)
     decoding = Decoding(args.max_new_tokens, args.temperature, args.top_p, args.seed)
     check_method(args.method)
     directory = args.adapter or adapter_dir_for(args.method)
-    objectives = adapter_objectives(read_metadata(directory)) if directory else shipped_objectives()
+    metadata = read_metadata(directory) if directory else shipped_metadata()
+    objectives = adapter_objectives(metadata) if metadata else shipped_objectives()
     weights = Weights.parse_text(objectives, args.weights) if args.weights else None
+    file = configured_objectives_file(args.objectives_file)
+    # with declared objectives the answer is scored too, by the scorers the adapter knows
+    scorers = (
+        resolve_objectives(file, metadata.training if metadata else None, objectives)
+        if file
+        else None
+    )
     steerer = Backends().load(args.method, args.adapter, args.base_model, args.dtype, args.backend)
     weights = weights or Weights.uniform(steerer.objectives)
     result = steerer.generate([args.prompt], weights, decoding)[0]
+    scores = (
+        {n: float(v[0]) for n, v in scorers.score([args.prompt], [result.text]).items()}
+        if scorers
+        else None
+    )
     if not args.json:
         print(result.text)
+        if scores:
+            print("  ".join(f"{n}={v:.3f}" for n, v in scores.items()), file=sys.stderr)
         return
     out = {
         "text": result.text,
@@ -63,13 +93,31 @@ def cmd_generate(args) -> None:
         "objectives": list(steerer.objectives),
         "backend": steerer.backend,
     }
+    if scores is not None:
+        out["scores"] = scores
     print(json.dumps(out))
 
 
 def cmd_objectives(args) -> None:
     from steering.objectives import list_objectives_json, list_objectives_text
+    from steering.objectives.declared import configured_objectives_file, read_objectives_file
 
-    print(list_objectives_json() if args.json else list_objectives_text())
+    file = configured_objectives_file(args.objectives_file)
+    if not file:
+        print(list_objectives_json() if args.json else list_objectives_text())
+        return
+    declared = read_objectives_file(file)  # built, so every problem surfaces now
+    if args.json:
+        rows = [
+            {**spec.to_json(), "description": o.description}
+            for spec, o in zip(declared.specs, declared.objectives, strict=True)
+        ]
+        print(json.dumps(rows, indent=2))
+        return
+    width = max(len(n) for n in declared.names)
+    for spec, objective in zip(declared.specs, declared.objectives, strict=True):
+        source = spec.model or spec.function or spec.objective or spec.name
+        print(f"{spec.name:<{width}}  {spec.kind:<12}  {source}  {objective.description}")
 
 
 def cmd_train(args) -> None:
@@ -85,7 +133,9 @@ def cmd_train(args) -> None:
 
 def cmd_evaluate(args) -> None:
     from steering.evaluation.evaluate import EvaluateConfig, evaluate
+    from steering.objectives.declared import configured_objectives_file
 
+    use_adapters(args.adapters)
     config = EvaluateConfig(
         prompts=args.prompts,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()),
@@ -98,6 +148,8 @@ def cmd_evaluate(args) -> None:
         reference_point=tuple(parse_numbers(args.reference_point))
         if args.reference_point
         else None,
+        base_model=args.base_model,
+        objectives_file=configured_objectives_file(args.objectives_file),
     )
     summary = evaluate(config)
     print(summary)
@@ -105,10 +157,16 @@ def cmd_evaluate(args) -> None:
 
 def cmd_study(args) -> None:
     from steering.evaluation.study import objective_study
+    from steering.objectives.declared import configured_objectives_file
 
+    if args.base_model:  # what the fluency objective reads
+        os.environ["STEERING_BASE_MODEL"] = args.base_model
     print(
         objective_study(
-            args.pool, args.out, args.objectives.split(",") if args.objectives else None
+            args.pool,
+            args.out,
+            args.objectives.split(",") if args.objectives else None,
+            configured_objectives_file(args.objectives_file),
         )
     )
 
@@ -159,6 +217,13 @@ def cmd_bench(args) -> None:
     print(json.dumps(result) if args.json else bench.format_result(args.what, result))
 
 
+BASE_MODEL_HELP = (
+    "local model directory, .gguf, or a Hub id where the Hub is reachable "
+    "(default: STEERING_BASE_MODEL, else the shipped SmolLM2)"
+)
+OBJECTIVES_FILE_HELP = "TOML file declaring the objectives (default: STEERING_OBJECTIVES_FILE)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from steering.model.methods import METHODS
     from steering.training.config import TrainConfig, add_config_arguments
@@ -174,8 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--adapter", help="adapter directory (default: the shipped one for the method)"
     )
     gen.add_argument(
-        "--base-model", help="local model directory or .gguf (default: shipped SmolLM2)"
+        "--adapters", help="directory holding clp/, prompt/, soups/ (default: STEERING_ADAPTERS)"
     )
+    gen.add_argument("--base-model", help=BASE_MODEL_HELP)
+    gen.add_argument("--objectives-file", help=OBJECTIVES_FILE_HELP + "; the answer is scored")
     gen.add_argument(
         "--dtype",
         default="auto",
@@ -194,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(func=cmd_generate)
 
-    obj = sub.add_parser("objectives", help="list the registered objectives")
+    obj = sub.add_parser("objectives", help="list the registered (or a file's) objectives")
     obj.add_argument("--json", action="store_true")
+    obj.add_argument("--objectives-file", help=OBJECTIVES_FILE_HELP)
     obj.set_defaults(func=cmd_objectives)
 
     tr = sub.add_parser("train", help="train clp or a baseline (config fields below)")
@@ -216,17 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--reference-point", help="comma-separated; default: fixed in steering.evaluation.evaluate"
     )
+    ev.add_argument(
+        "--adapters", help="directory holding clp/, prompt/, soups/ (default: STEERING_ADAPTERS)"
+    )
+    ev.add_argument("--base-model", help=BASE_MODEL_HELP)
+    ev.add_argument("--objectives-file", help=OBJECTIVES_FILE_HELP)
     ev.set_defaults(func=cmd_evaluate)
 
     st = sub.add_parser(
-        "study", help="objective correlations over a base-model pool (docs/objectives.md)"
+        "study", help="objective correlations over a base-model pool (docs/objective-study.md)"
     )
     st.add_argument("--pool", default="runs/pool/base.jsonl")
     st.add_argument(
         "--objectives",
         help="comma-separated (default: every objective that needs no configuration)",
     )
-    st.add_argument("--out", default="docs/objectives.md")
+    st.add_argument("--out", default="docs/objective-study.md")
+    st.add_argument("--base-model", help=BASE_MODEL_HELP + "; the fluency objective reads it")
+    st.add_argument("--objectives-file", help=OBJECTIVES_FILE_HELP)
     st.set_defaults(func=cmd_study)
 
     rw = sub.add_parser(

@@ -8,7 +8,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCIENCE = ["steering/model", "steering/objectives", "steering/training", "steering/evaluation"]
-SCIENCE_FILES = ["steering/weights.py", "steering/errors.py", "steering/prompts.py"]
+SCIENCE_FILES = [
+    "steering/weights.py",
+    "steering/errors.py",
+    "steering/prompts.py",
+    "steering/model_files.py",
+]
 PAGE = {"app.py", "app_plots.py"}
 MAX_LINES = 600
 

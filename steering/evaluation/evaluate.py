@@ -2,6 +2,8 @@
 
     python -m steering evaluate --prompts assets/prompts/eval.jsonl \\
         --methods clp,prompt,soups,logits,base --grid 0.25 --samples 1 --out results.json
+    python -m steering evaluate --prompts my.jsonl --methods clp,base --adapters runs/mine \\
+        --base-model /models/my-llm --objectives-file my-objectives.toml --out runs/eval.json
 
 Writes `results.json` (schema below), `results.html` (interactive Plotly) and `results.png`.
 Generations are cached line by line in `results.cache.jsonl`, so an interrupted sweep resumes.
@@ -9,6 +11,7 @@ Generations are cached line by line in `results.cache.jsonl`, so an interrupted 
 Results schema (other tools read it):
 
     {"objectives": [name, ...],
+     "objective_specs": [{"name": ..., "kind": ..., "model": ..., "sha256": ...}, ...],
      "reference_point": [float, ...],          # fixed before the run, in normalised units
      "grid": step, "prompts": n, "samples": s,
      "methods": {NAME: {"hypervolume": float,
@@ -42,7 +45,7 @@ from steering.evaluation.pareto import (
 from steering.model.generate import Decoding
 from steering.model.loader import Models
 from steering.model.methods import METHODS, check_method
-from steering.objectives import score
+from steering.objectives.declared import ObjectiveSet, resolve_objectives
 from steering.prompts import read_prompts
 from steering.weights import Weights
 
@@ -64,6 +67,8 @@ class EvaluateConfig:
     temperature: float = 0.7
     rows_per_batch: int = 16
     reference_point: tuple[float, ...] | None = None
+    base_model: str | None = None
+    objectives_file: str | None = None
 
 
 def _grid(k: int, step: float) -> np.ndarray:
@@ -88,7 +93,13 @@ def _read_cache(path: Path) -> dict[tuple, dict]:
 
 
 def sweep_method(
-    method, steerer, prompts, grid, config: EvaluateConfig, cache_path: Path
+    method,
+    steerer,
+    prompts,
+    grid,
+    config: EvaluateConfig,
+    cache_path: Path,
+    objectives: ObjectiveSet,
 ) -> list[dict]:
     """Generate and score every (grid point, prompt, sample); cached rows are reused."""
     cache = _read_cache(cache_path)
@@ -109,7 +120,7 @@ def sweep_method(
             weights = Weights.rows(steerer.objectives, [grid[point] for point, _, _ in batch])
             decoding = Decoding(config.max_new_tokens, config.temperature, seed=config.seed + start)
             results = steerer.generate(batch_prompts, weights, decoding)
-            raw = score(steerer.objectives, batch_prompts, [r.text for r in results])
+            raw = objectives.score(batch_prompts, [r.text for r in results])
             for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True)):
                 row = {
                     "method": method,
@@ -165,14 +176,26 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
     if config.samples < 1:
         raise UserError("samples must be at least 1")
     prompts = read_prompts(config.prompts, config.limit or None)
-    steerers = {m: models.steerer(m) for m in config.methods}
+    steerers = {m: models.steerer(m, base_path=config.base_model) for m in config.methods}
     objectives = next(iter(steerers.values())).objectives
     for method, steerer in steerers.items():
         if steerer.objectives != objectives:
             raise UserError(
                 f"method {method} steers {', '.join(steerer.objectives)}, not {', '.join(objectives)}"
             )
-    calibration = models.steerer("base").calibration
+    trained = next((s for s in steerers.values() if s.metadata is not None), None)
+    scorers = resolve_objectives(
+        config.objectives_file,
+        trained.metadata.training if trained else None,
+        objectives,
+        f"the adapter in {trained.adapter_dir}" if trained else "",
+    )
+    if scorers.names != objectives:
+        raise UserError(
+            f"the methods steer {', '.join(objectives)}, but the objectives are "
+            f"{', '.join(scorers.names)}"
+        )
+    calibration = models.steerer("base", base_path=config.base_model).calibration
     grid = _grid(len(objectives), config.grid)
     reference = np.array(
         config.reference_point or [DEFAULT_REFERENCE] * len(objectives), dtype=float
@@ -184,6 +207,7 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
     cache_path = out.with_suffix(".cache.jsonl")
     results = {
         "objectives": list(objectives),
+        "objective_specs": scorers.to_json(),
         "reference_point": reference.tolist(),
         "grid": config.grid,
         "prompts": len(prompts),
@@ -192,7 +216,7 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         "methods": {},
     }
     for method, steerer in steerers.items():
-        rows = sweep_method(method, steerer, prompts, grid, config, cache_path)
+        rows = sweep_method(method, steerer, prompts, grid, config, cache_path, scorers)
         results["methods"][method] = summarise_method(
             rows, grid, objectives, calibration, reference
         )

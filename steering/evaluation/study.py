@@ -1,7 +1,8 @@
 """Which objectives conflict? Score a base-model pool with every objective and report the
-pairwise Spearman correlations (docs/objectives.md).
+pairwise Spearman correlations (docs/objective-study.md).
 
-    python -m steering study --pool runs/pool/base.jsonl --out docs/objectives.md
+    python -m steering study --pool runs/pool/base.jsonl --out docs/objective-study.md
+    python -m steering study --objectives-file my-objectives.toml --out runs/study.md
 
 A default objective set is only worth steering between if some pair is negatively correlated on
 the base model's own samples: otherwise one response can be best on everything.
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from steering.errors import UserError
 from steering.objectives import DEFAULT_OBJECTIVES, correlation_table, fit_calibration
+from steering.objectives.declared import builtin_objectives, read_objectives_file
 from steering.training.pool import read_pool
 from steering.training.scoring import pool_scores_path, score_pool
 
@@ -27,25 +29,38 @@ STUDY_OBJECTIVES = (
 )
 
 
-def objective_study(pool: str | Path, out: str | Path, objectives: list[str] | None = None) -> str:
+def objective_study(
+    pool: str | Path,
+    out: str | Path,
+    objectives: list[str] | None = None,
+    objectives_file: str | None = None,
+) -> str:
+    """Correlations of the named objectives (default: every one the file declares, else every
+    built-in that needs no configuration) over the pool's samples, written as markdown."""
     pool = Path(pool)
     candidates = read_pool(pool)
     if len(candidates) < 2:
         raise UserError(
             f"the pool {pool} holds fewer than 2 samples; sample it with `python -m steering train` or `pool`"
         )
-    names = tuple(objectives or STUDY_OBJECTIVES)
-    raw = score_pool(candidates, names, pool_scores_path(pool))
+    if objectives_file:
+        declared = read_objectives_file(objectives_file)
+        chosen = declared.select(objectives) if objectives else declared
+    else:
+        chosen = builtin_objectives(objectives or STUDY_OBJECTIVES)
+    names = chosen.names
+    raw = score_pool(candidates, chosen, pool_scores_path(pool))
     table = correlation_table(raw)
     calibration = fit_calibration(raw)
-    default = [n for n in DEFAULT_OBJECTIVES if n in names]
+    default = [n for n in DEFAULT_OBJECTIVES if n in names] if not objectives_file else []
     lines = [
         "# Objectives: which ones conflict",
         "",
         f"Measured on {len(candidates)} base-model samples ({len({c.prompt for c in candidates})} training "
         f"prompts) from `{pool}`, with",
         "",
-        f"    python -m steering study --pool {pool} --out {out}",
+        f"    python -m steering study --pool {pool} --out {out}"
+        + (f" --objectives-file {objectives_file}" if objectives_file else ""),
         "",
         "## Pairwise Spearman correlation",
         "",
@@ -66,12 +81,10 @@ def objective_study(pool: str | Path, out: str | Path, objectives: list[str] | N
             for n, s in calibration.stats.items()
         ],
         "",
-        f"## Default set: {', '.join(default)}",
-        "",
     ]
     if len(default) >= 2:
         index = {n: i for i, n in enumerate(names)}
-        lines += ["| pair | rho |", "|---|---|"]
+        lines += [f"## Default set: {', '.join(default)}", "", "| pair | rho |", "|---|---|"]
         for i, a in enumerate(default):
             for b in default[i + 1 :]:
                 lines.append(f"| {a} / {b} | {table.rho[index[a], index[b]]:.2f} |")

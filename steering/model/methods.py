@@ -16,7 +16,13 @@ import torch
 
 from steering.errors import UserError
 from steering.model.generate import Conditioning
-from steering.model.mixing import ADAPTER_FILE, METADATA_FILE, adapter_objectives, read_metadata
+from steering.model.mixing import (
+    ADAPTER_FILE,
+    METADATA_FILE,
+    AdapterMetadata,
+    adapter_objectives,
+    read_metadata,
+)
 from steering.prompts import ASSETS
 
 METHODS = ("clp", "prompt", "soups", "logits", "base")
@@ -77,15 +83,19 @@ def adapter_dir_for(method: str, adapter_dir: str | Path | None = None) -> Path 
     return directory
 
 
+def shipped_metadata() -> AdapterMetadata | None:
+    """The clp adapter's metadata (STEERING_ADAPTERS or the shipped one), None while none exists."""
+    clp = default_adapter_dir("clp")
+    return read_metadata(clp) if (clp / METADATA_FILE).is_file() else None
+
+
 def shipped_objectives() -> tuple[str, ...]:
     """The objectives the clp adapter steers (what the sliders are), read without loading the
     model; the default objective set while no clp adapter exists."""
     from steering.objectives import DEFAULT_OBJECTIVES
 
-    clp = default_adapter_dir("clp")
-    if (clp / METADATA_FILE).is_file():
-        return adapter_objectives(read_metadata(clp))
-    return tuple(DEFAULT_OBJECTIVES)
+    metadata = shipped_metadata()
+    return adapter_objectives(metadata) if metadata else tuple(DEFAULT_OBJECTIVES)
 
 
 def available_methods() -> list[str]:

@@ -35,7 +35,6 @@ from steering.errors import UserError
 from steering.model.policy import BaseModelIdentity
 
 VARIANTS = ("attn", "full", "logit")
-ATTN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 ADAPTER_FILE = "adapter.safetensors"
 METADATA_FILE = "adapter.json"
 
@@ -48,6 +47,8 @@ class AdapterSpec:
     variant: str = "attn"
     rank: int = 8
     alpha: float = 16.0
+    # names (or name suffixes) of the linear layers to condition; empty: the variant's choice
+    target_modules: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -75,12 +76,18 @@ class AdapterMetadata:
     def to_json(self) -> dict:
         spec = asdict(self.spec)
         spec["objectives"] = list(self.spec.objectives)
+        spec["target_modules"] = list(self.spec.target_modules)
+        if not self.spec.target_modules:
+            del spec[
+                "target_modules"
+            ]  # the files of adapters without an override stay as they were
         return {"spec": spec, "base_model": asdict(self.base_model), "training": self.training}
 
     @classmethod
     def from_json(cls, data: dict) -> AdapterMetadata:
         spec = dict(data["spec"])
         spec["objectives"] = tuple(spec["objectives"])
+        spec["target_modules"] = tuple(spec.get("target_modules", ()))
         return cls(
             spec=AdapterSpec(**spec),
             base_model=BaseModelIdentity(**data["base_model"]),
@@ -178,19 +185,49 @@ class MixedLoraLinear(nn.Module):
         return self._scaled_b_value
 
 
-def conditioned_layer_names(model: nn.Module, variant: str) -> list[str]:
-    """Qualified names of the linear layers a variant conditions."""
-    if variant == "logit":
-        return ["lm_head"]
-    names = []
+def conditioned_layer_names(
+    model: nn.Module, variant: str, target_modules: tuple[str, ...] = ()
+) -> list[str]:
+    """Qualified names of the linear layers a variant conditions, for any transformers causal LM.
+
+    - `attn`: every linear layer inside an attention module (a module whose class name says
+      Attention: q/k/v/o in Llama, Qwen, Gemma, Mistral; qkv_proj and o_proj in Phi-3;
+      query_key_value and dense in GPT-NeoX ...).
+    - `full`: every linear layer but the output head.
+    - `logit`: the output head.
+    `target_modules` overrides the variant's choice: layers whose name is, or ends in, one of them.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head_name = next((n for n, m in model.named_modules() if m is head), "lm_head")
+    if variant == "logit" and not target_modules:
+        return [head_name]
     wrapped = {f"{n}.base" for n, m in model.named_modules() if isinstance(m, MixedLoraLinear)}
+    attention = {
+        n for n, m in model.named_modules() if "attention" in type(m).__name__.lower() and n
+    }
+    names, linear = [], []
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear | MixedLoraLinear) or name in wrapped:
             continue
-        if ".layers." not in f".{name}":
+        if name == head_name:
             continue
-        if variant == "full" or name.rsplit(".", 1)[-1] in ATTN_PROJECTIONS:
+        linear.append(name)
+        if target_modules:
+            chosen = any(name == t or name.endswith("." + t) for t in target_modules)
+        elif variant == "full":
+            chosen = True
+        else:
+            chosen = name.rpartition(".")[0] in attention
+        if chosen:
             names.append(name)
+    if not names:
+        leaves = sorted({n.rpartition(".")[2] for n in linear})
+        asked = ", ".join(target_modules) if target_modules else f"the {variant} variant"
+        raise UserError(
+            f"no linear layer of this {type(model).__name__} matches {asked}; its linear "
+            f"layers are called {', '.join(leaves) or 'nothing (it has none)'}: choose with "
+            "--target-modules"
+        )
     return names
 
 
@@ -210,7 +247,7 @@ def attach(model: nn.Module, name: str, spec: AdapterSpec) -> list[MixedLoraLine
     Layers are wrapped in place (once); the base weights stay frozen and shared.
     """
     layers = []
-    for layer_name in conditioned_layer_names(model, spec.variant):
+    for layer_name in conditioned_layer_names(model, spec.variant, spec.target_modules):
         layer = model.get_submodule(layer_name)
         if not isinstance(layer, MixedLoraLinear):
             layer = MixedLoraLinear(layer)
@@ -218,8 +255,6 @@ def attach(model: nn.Module, name: str, spec: AdapterSpec) -> list[MixedLoraLine
         bank = LoraBank(layer.in_features, layer.out_features, spec).to(layer.weight.device)
         layer.banks[name] = bank
         layers.append(layer)
-    if not layers:
-        raise UserError(f"the model has no layers for variant {spec.variant!r}")
     model._adapter_specs = {**getattr(model, "_adapter_specs", {}), name: spec}
     return layers
 

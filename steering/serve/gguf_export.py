@@ -30,6 +30,12 @@ from steering.model.policy import model_identity
 
 logger = logging.getLogger(__name__)
 
+# The GGUF architectures whose adapters this export writes correctly: the layer names map
+# through gguf's tensor map, and only llama's converter reorders the q and k rows for its rotary
+# layout (`gguf_rotary_rows`); Qwen2/3 store them as transformers does. Adapters of any other
+# architecture are refused, and `Backends.load` serves them on torch, saying why.
+EXPORTABLE_ARCHITECTURES = ("llama", "qwen2", "qwen3")
+
 # Bump when the exported files change meaning, so stale caches are rewritten.
 EXPORT_VERSION = "1"
 EXPORT_PREFIX = "gguf-"
@@ -133,6 +139,11 @@ def _lora_pairs(
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(GGUF weight name, A (K*r, in), B (out, K*r) in GGUF row order) per conditioned layer."""
     spec = metadata.spec
+    if base.arch not in EXPORTABLE_ARCHITECTURES:
+        raise UserError(
+            f"adapters export to llama.cpp for {', '.join(EXPORTABLE_ARCHITECTURES)} GGUF "
+            f"models, and {base.path.name} is a {base.arch} model"
+        )
     hidden = spec.num_adapters * spec.rank
     layer_names = sorted({name.rsplit(".", 1)[0] for name in tensors})
     if set(tensors) != {f"{n}.{part}" for n in layer_names for part in ("A", "B")}:

@@ -30,10 +30,16 @@ from steering.model.methods import (
     available_methods,
     check_method,
     default_adapter_dir,
+    shipped_metadata,
     shipped_objectives,
 )
-from steering.model.mixing import ADAPTER_FILE
-from steering.objectives import Calibration, load_calibration, score
+from steering.model.mixing import ADAPTER_FILE, adapter_objectives
+from steering.objectives import Calibration, load_calibration
+from steering.objectives.declared import (
+    ObjectiveSet,
+    configured_objectives_file,
+    resolve_objectives,
+)
 from steering.prompts import EVAL_PROMPTS, read_prompts
 from steering.serve.backends import Backend, Backends, resolve_backend
 from steering.serve.frontier import PlotPoint
@@ -111,9 +117,14 @@ class SteeringService:
         backends: Backends | None = None,
         max_prompt_chars: int = MAX_PROMPT_CHARS,
         log_dir: str | os.PathLike | None = None,
+        objectives_file: str | None = None,
     ):
         self.database_url = database_url or default_database_url()
         self.objectives = tuple(objectives or shipped_objectives())
+        # how each objective scores: the clp adapter's record, checked against this file
+        self.objectives_file = configured_objectives_file(objectives_file)
+        self._scorers: ObjectiveSet | None = None
+        self._scorers_lock = threading.Lock()
         self.default_method = check_method(default_method)
         self.sweep_batch = sweep_batch
         self.dtype = dtype or os.environ.get("STEERING_DTYPE", "auto")
@@ -184,7 +195,7 @@ class SteeringService:
         try:
             self.engine  # noqa: B018 (migrates the database)
             self.steerer(self.default_method)
-            score(self.objectives, ["Say hello."], ["Hello there!"])
+            self.scorers.score(["Say hello."], ["Hello there!"])
         except Exception as error:  # noqa: BLE001 (shown on the page; other methods may work)
             log.exception("warm-up failed")
             self.load_error = str(error)
@@ -225,6 +236,38 @@ class SteeringService:
 
     def available_methods(self) -> list[str]:
         return available_methods()
+
+    @property
+    def scorers(self) -> ObjectiveSet:
+        """The objectives' scorers, built once: those the clp adapter was trained with (checked
+        against STEERING_OBJECTIVES_FILE when set), else the registered ones of these names."""
+        with self._scorers_lock:
+            if self._scorers is None:
+                metadata = shipped_metadata()
+                use_adapter = (
+                    metadata is not None and adapter_objectives(metadata) == self.objectives
+                )
+                scorers = resolve_objectives(
+                    self.objectives_file,
+                    metadata.training if use_adapter else None,
+                    self.objectives,
+                    f"the clp adapter in {default_adapter_dir('clp')}",
+                )
+                if scorers.names != self.objectives:
+                    raise UserError(
+                        f"this app steers {', '.join(self.objectives)}, but the objectives "
+                        f"declared are {', '.join(scorers.names)}"
+                    )
+                self._scorers = scorers
+            return self._scorers
+
+    def objective_description(self, name: str) -> str:
+        """What an objective measures, for the page; empty while its scorer cannot be built
+        (the status line then says why)."""
+        try:
+            return self.scorers.select([name]).objectives[0].description
+        except UserError:
+            return ""
 
     def calibration(self) -> Calibration | None:
         """The shipped clp calibration, used for every method so all share one scale."""
@@ -288,7 +331,7 @@ class SteeringService:
 
     def score_texts(self, prompt: str, texts: list[str]) -> list[tuple[dict, dict | None]]:
         """(raw, normalised or None) scores of each text, one per objective."""
-        raw = score(self.objectives, [prompt] * len(texts), texts)
+        raw = self.scorers.score([prompt] * len(texts), texts)
         calibration = self.calibration()
         normalised = calibration.normalise(raw) if calibration else None
         return [

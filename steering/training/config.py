@@ -25,8 +25,13 @@ class TrainConfig:
     """rloo (online REINFORCE, leave-one-out baseline, KL penalty), rsf (conditioned
     rejection-sampling finetuning on a candidate pool) or dpo (conditioned preference
     optimisation of the best over the worst candidate of the same pool)"""
-    objectives: str = "positivity,conciseness,relevance"
-    """comma-separated objective names, in the order the weights refer to"""
+    objectives: str = ""
+    """comma-separated objective names, in the order the weights refer to (default: every
+    objective of --objectives-file in its order, else positivity,conciseness,relevance)"""
+    objectives_file: str = ""
+    """TOML file declaring the objectives and how each scores: reward models, classifiers,
+    Python functions, the learned human reward, built-in scorers (docs/objectives.md; default:
+    STEERING_OBJECTIVES_FILE, else the built-in objectives named by --objectives)"""
     prompts: str = str(TRAIN_PROMPTS)
     """JSONL file of training prompts"""
     limit: int = 0
@@ -38,7 +43,11 @@ class TrainConfig:
     pool_samples: int = 4
     """candidates per prompt in the base-model pool"""
     variant: str = "attn"
-    """conditioned layers: attn (q, k, v, o), full (every block linear) or logit (output head)"""
+    """conditioned layers: attn (the attention projections: q, k, v, o in Llama, Qwen, Gemma,
+    Mistral ...), full (every linear layer but the output head) or logit (the output head)"""
+    target_modules: str = ""
+    """comma-separated names (or name suffixes) of the linear layers to condition, instead of
+    the variant's choice, e.g. q_proj,v_proj or qkv_proj"""
     rank: int = 4
     """LoRA rank r of every adapter"""
     lora_alpha: float = 8.0
@@ -88,7 +97,8 @@ class TrainConfig:
     resume: bool = False
     """continue from the checkpoint in --out"""
     base_model: str = ""
-    """base model path (default: STEERING_BASE_MODEL or the shipped SmolLM2 GGUF)"""
+    """base model: a local directory or .gguf, or a Hub id where the Hub is reachable (default:
+    STEERING_BASE_MODEL or the shipped SmolLM2 GGUF)"""
     dtype: str = "auto"
     """base model dtype: auto (bfloat16 where the hardware multiplies it natively, else
     float32), bfloat16 or float32 (adapters always train in float32)"""
@@ -117,10 +127,32 @@ class TrainConfig:
 
     @property
     def objective_names(self) -> tuple[str, ...]:
-        names = tuple(n.strip() for n in self.objectives.split(",") if n.strip())
-        if len(names) < 2:
+        """The objectives named by --objectives (empty: all of the file's, or the default)."""
+        return tuple(n.strip() for n in self.objectives.split(",") if n.strip())
+
+    @property
+    def target_module_names(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.target_modules.split(",") if n.strip())
+
+    def objective_set(self):
+        """The objectives to train on, built and checked (`steering.objectives.declared`)."""
+        from steering.objectives import DEFAULT_OBJECTIVES
+        from steering.objectives.declared import (
+            builtin_objectives,
+            configured_objectives_file,
+            read_objectives_file,
+        )
+
+        file = configured_objectives_file(self.objectives_file or None)
+        names = self.objective_names
+        if file:
+            declared = read_objectives_file(file)
+            chosen = declared.select(names) if names else declared
+        else:
+            chosen = builtin_objectives(names or DEFAULT_OBJECTIVES)
+        if len(chosen.names) < 2:
             raise UserError("give at least two objectives to trade off")
-        return names
+        return chosen
 
 
 def field_docs(cls) -> dict[str, str]:

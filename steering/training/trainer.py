@@ -59,7 +59,8 @@ from steering.model.mixing import (
     save_bank,
 )
 from steering.model.policy import BaseModel, load_base
-from steering.objectives import Calibration, fit_calibration, score
+from steering.objectives import Calibration, fit_calibration
+from steering.objectives.declared import SPECS_KEY
 from steering.prompts import read_prompts
 from steering.training.config import TrainConfig
 from steering.training.losses import (
@@ -103,12 +104,19 @@ class Trainer:
         self.config = config
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available())
         self.base = base or load_base(config.base_model or None, config.dtype)
-        self.objectives = config.objective_names
+        self.objective_set = config.objective_set()
+        self.objectives = self.objective_set.names
         self.prompts = read_prompts(config.prompts, config.limit or None)
         self.out = Path(config.out)
         self.bank = config.method
         bank_objectives = ("prompt",) if config.method == "prompt" else self.objectives
-        self.spec = AdapterSpec(bank_objectives, config.variant, config.rank, config.lora_alpha)
+        self.spec = AdapterSpec(
+            bank_objectives,
+            config.variant,
+            config.rank,
+            config.lora_alpha,
+            config.target_module_names,
+        )
         model = self.base.model
         attach(model, self.bank, self.spec)
         self.parameters = bank_parameters(model, self.bank)
@@ -146,7 +154,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         wanted = set(self.prompts)
         candidates = read_pool(pool)
-        raw = score_pool(candidates, self.objectives, pool_scores_path(pool))
+        raw = score_pool(candidates, self.objective_set, pool_scores_path(pool))
         keep = np.array([c.prompt in wanted for c in candidates])
         return [c for c, k in zip(candidates, keep, strict=True) if k], {
             n: v[keep] for n, v in raw.items()
@@ -255,7 +263,7 @@ class Trainer:
         texts = batch_texts(
             self.base.tokenizer, batch, stop_token_ids(self.unwrapped, self.base.tokenizer)
         )
-        r_hat = self.normalised(score(self.objectives, prompts, texts))  # (P*k, K)
+        r_hat = self.normalised(self.objective_set.score(prompts, texts))  # (P*k, K)
         w = torch.as_tensor(w_rows, dtype=torch.float32)
         reward = scalarise(w, torch.as_tensor(r_hat, dtype=torch.float32))  # (P*k,)
         args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
@@ -372,7 +380,7 @@ class Trainer:
             candidates = [c for c in read_pool(path) if c.prompt in wanted]
         expanded = candidates + [p for c in candidates for p in sentence_prefixes(c)]
         cache = path.with_suffix(f".{len(self.prompts)}-prompts.expanded.scores.npz")
-        return expanded, self.normalised(score_pool(expanded, self.objectives, cache))
+        return expanded, self.normalised(score_pool(expanded, self.objective_set, cache))
 
     def select(
         self, candidates: list[Candidate], r_hat: np.ndarray, round_index: int
@@ -512,6 +520,7 @@ class Trainer:
             training = {
                 **asdict(self.config),
                 "objectives": list(self.objectives),
+                SPECS_KEY: self.objective_set.to_json(),
                 "steps_done": self.state.step,
                 "seconds": round(self.elapsed(), 1),
                 "command": self.state.command,

@@ -1,30 +1,10 @@
 """The CLI end to end in subprocesses, on a tiny model and adapters saved to disk."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-
-def run_cli(*args, root=None):
-    """The CLI in a subprocess: on the tiny assets under `root`, else on the shipped ones (even
-    while a module-scoped `tiny_env` has pointed this process's environment at tiny assets)."""
-    shipped = ("STEERING_BASE_MODEL", "STEERING_ADAPTERS", "STEERING_BACKEND")
-    env = {k: v for k, v in os.environ.items() if k not in shipped}
-    env["HF_HUB_OFFLINE"] = "1"
-    if root is not None:
-        env.update(
-            STEERING_BASE_MODEL=str(root / "tiny-base"), STEERING_ADAPTERS=str(root / "adapters")
-        )
-    return subprocess.run(
-        [sys.executable, "-m", "steering", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+from cli_runner import run_cli
+from stored_ratings import store_polite_ratings
 
 
 def test_generate_json_prints_normalised_weights(tiny_env):
@@ -115,44 +95,7 @@ def test_train_help_shows_field_docs():
 
 def test_train_reward_reads_ratings_from_the_database(tmp_path):
     """`train-reward --db URL` trains the human reward from ratings stored by the app's storage."""
-    from uuid import uuid4
-
-    from storage.engine import make_engine, upgrade
-    from storage.repository import add_comparison, add_generation, add_rating, ensure_rater
-
-    url = f"sqlite:///{tmp_path / 'ratings.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    rater = ensure_rater(engine, "rater-1")
-    polite = [
-        "Thank you so much, I would be glad to help you with that.",
-        "Happy to help, here is a kind answer.",
-    ]
-    rude = [
-        "Figure it out yourself, this is a stupid question.",
-        "Go away, I am not answering that.",
-    ]
-    for k in range(30):
-        prompt = f"Question number {k}: can you help me with my homework?"
-        ids = [
-            add_generation(
-                engine,
-                prompt,
-                text,
-                "clp",
-                "test",
-                [0.5, 0.5],
-                ["positivity", "relevance"],
-                0,
-                {},
-                10,
-                0.1,
-            )
-            for text in (polite[k % 2], rude[k % 2])
-        ]
-        comparison = add_comparison(engine, ids[0], ids[1])
-        # the polite answer wins; it is shown as A in even and as B in odd comparisons
-        add_rating(engine, comparison, rater, "a", str(uuid4()), likert={"positivity": 1 + k % 2})
+    url = store_polite_ratings(tmp_path / "ratings.db", 30)
     out = run_cli("train-reward", "--db", url, "--out", str(tmp_path / "reward"))
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
