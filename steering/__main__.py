@@ -6,6 +6,7 @@
     python -m steering evaluate --prompts assets/prompts/eval.jsonl --methods clp,base --grid 0.25 ...
     python -m steering study --pool runs/pool/base.jsonl --out docs/objective-study.md
     python -m steering train-reward --db sqlite:///data/steering.db --out runs/human-reward
+    python -m steering export --weights 0.5,0.3,0.2 --format peft --adapter DIR --out DIR
     python -m steering bench generate|objectives|app|backends [--json]
 
 A mistake in the input prints one line on stderr and exits 2, without a traceback.
@@ -210,6 +211,33 @@ def cmd_train_reward(args) -> None:
     print(json.dumps(report.to_json(), indent=2))
 
 
+def cmd_export(args) -> None:
+    import shutil
+    from pathlib import Path
+
+    from steering.model.mixing import adapter_objectives, read_metadata
+    from steering.model.peft_export import export_peft
+    from steering.model.policy import resolve_base_model_path
+    from steering.serve.gguf_export import export_gguf_adapters
+    from steering.weights import Weights
+
+    if args.format == "peft":
+        metadata = read_metadata(args.adapter)
+        objectives = adapter_objectives(metadata)
+        weights = Weights.parse_text(objectives, args.weights) if args.weights else None
+        out = export_peft(args.adapter, weights, args.out, args.base_model)
+        print(f"PEFT LoRA adapter written to {out}")
+        return
+    base = resolve_base_model_path(args.base_model)
+    if base.suffix != ".gguf":
+        raise UserError(f"the gguf format needs a .gguf base model, and {base} is not one")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in export_gguf_adapters(args.adapter, base):
+        shutil.copy2(path, out / path.name)
+        print(out / path.name)
+
+
 def cmd_bench(args) -> None:
     from steering import bench
 
@@ -311,6 +339,30 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--out", default="runs/human-reward")
     rw.add_argument("--seed", type=int, default=0)
     rw.set_defaults(func=cmd_train_reward)
+
+    ex = sub.add_parser(
+        "export", help="write an adapter for other servers: one weighting as PEFT LoRA, or GGUF"
+    )
+    ex.add_argument("--adapter", required=True, help="adapter directory (adapter.json + tensors)")
+    ex.add_argument("--out", required=True, help="directory to write the export into")
+    ex.add_argument(
+        "--format",
+        default="peft",
+        choices=["peft", "gguf"],
+        help="peft: one weighting as a standard PEFT LoRA (default); gguf: one llama.cpp LoRA "
+        "per objective, each to be scaled by its weight at request time",
+    )
+    ex.add_argument(
+        "--weights",
+        help="peft: comma-separated, one per objective, normalised to sum 1 (the prompt "
+        "adapter takes none); ignored by gguf",
+    )
+    ex.add_argument(
+        "--base-model",
+        help="the adapter's base model, local directory or .gguf, recorded in the export "
+        "(default: STEERING_BASE_MODEL, else the shipped SmolLM2 GGUF)",
+    )
+    ex.set_defaults(func=cmd_export)
 
     be = sub.add_parser("bench", help="benchmarks measured side by side in one run")
     be.add_argument("what", choices=["generate", "objectives", "app", "backends"])

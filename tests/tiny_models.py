@@ -1,7 +1,11 @@
 """Tiny randomly initialised models for fast tests (shared by conftest, app_fixtures and
-make_tiny_models.py): causal LMs of several architectures and one-output reward models."""
+make_tiny_models.py): causal LMs of several architectures, one-output reward models, and a GGUF
+file with a tiny Llama's layer shapes for the llama.cpp export tests."""
 
+import numpy as np
 import torch
+from gguf import MODEL_ARCH, GGUFWriter, get_tensor_name_map
+from torch import nn
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -34,6 +38,8 @@ CONFIGS = {
 }
 ARCHITECTURES = tuple(CONFIGS)
 
+from steering.model.mixing import bank_parameters
+
 
 def build_tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     return build_tiny_causal_lm("llama", vocab_size, seed)
@@ -58,3 +64,32 @@ def build_tiny_reward_model(vocab_size: int, seed: int = 0, labels: tuple[str, .
     model = AutoModelForSequenceClassification.from_config(config).eval()
     model.requires_grad_(False)
     return model
+
+
+def write_tiny_base_gguf(path, model) -> None:
+    """A llama GGUF with the tiny model's linear shapes and, like SmolLM2, no output.weight."""
+    config = model.config
+    writer = GGUFWriter(str(path), arch="llama")
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    names = get_tensor_name_map(MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and ".layers." in name:
+            hf_name = name.removesuffix(".base")  # a layer already wrapped by attach()
+            writer.add_tensor(
+                f"{names.get_name(hf_name)}.weight", np.zeros(module.weight.shape, np.float32)
+            )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def randomise(model, name, seed=1):
+    """Give every adapter of bank `name` random non-zero A and B, so that mixing changes the
+    output (a fresh bank has B = 0, the base model)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in bank_parameters(model, name):
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)

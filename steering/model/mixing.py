@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
@@ -382,6 +383,38 @@ def read_metadata(directory: str | Path) -> AdapterMetadata:
         raise UserError(f"{meta_path} is not valid adapter metadata ({error})") from None
 
 
+def read_bank_tensors(
+    directory: str | Path, metadata: AdapterMetadata
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The saved bank as {layer name: (A (K*r, in), B (out, K*r))} in float32, sorted by name.
+
+    Refuses, in one sentence, an unreadable file, tensors other than `.A`/`.B` pairs, a rank
+    other than the metadata's, and NaN or infinite values.
+    """
+    path = Path(directory) / ADAPTER_FILE
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UserError(f"{path} is not a readable adapter file ({error})") from None
+    layer_names = sorted({name.rsplit(".", 1)[0] for name in tensors})
+    if set(tensors) != {f"{n}.{part}" for n in layer_names for part in ("A", "B")}:
+        raise UserError(f"adapter in {directory} holds tensors other than matching .A/.B pairs")
+    hidden = metadata.spec.num_adapters * metadata.spec.rank
+    bank = {}
+    for layer_name in layer_names:
+        a = tensors[f"{layer_name}.A"].float()
+        b = tensors[f"{layer_name}.B"].float()
+        if a.dim() != 2 or b.dim() != 2 or a.shape[0] != hidden or b.shape[1] != hidden:
+            raise UserError(
+                f"adapter in {directory} does not hold {metadata.spec.num_adapters} adapters of "
+                f"rank {metadata.spec.rank} in {layer_name}, as its metadata says"
+            )
+        if not (torch.isfinite(a).all() and torch.isfinite(b).all()):
+            raise UserError(f"adapter in {directory} holds NaN or infinite values")
+        bank[layer_name] = (a, b)
+    return bank
+
+
 def adapter_objectives(metadata: AdapterMetadata) -> tuple[str, ...]:
     """The objectives a bank steers: the training objectives (the prompt baseline's one adapter
     is called `prompt` but steers them all), else the adapters' own names."""
@@ -415,21 +448,17 @@ def load_bank(
             f"adapter in {directory} was trained for objectives {', '.join(metadata.spec.objectives)}, "
             f"not {', '.join(objectives)}"
         )
-    tensors = load_file(str(Path(directory) / ADAPTER_FILE))
+    tensors = read_bank_tensors(directory, metadata)
     layers = attach(model, name, metadata.spec)
     names = {id(m): n for n, m in model.named_modules()}
-    expected = {f"{names[id(layer)]}.{part}" for layer in layers for part in ("A", "B")}
-    if set(tensors) != expected:
+    if set(tensors) != {names[id(layer)] for layer in layers}:
         raise UserError(f"adapter in {directory} does not match this model's layers")
     with torch.no_grad():
         for layer in layers:
             bank = layer.banks[name]
-            for part in ("A", "B"):
-                tensor = tensors[f"{names[id(layer)]}.{part}"]
-                target = getattr(bank, part)
-                if tensor.shape != target.shape:
-                    raise UserError(
-                        f"adapter in {directory} does not match this model's layer shapes"
-                    )
-                target.copy_(tensor)
+            a, b = tensors[names[id(layer)]]
+            if a.shape != bank.A.shape or b.shape != bank.B.shape:
+                raise UserError(f"adapter in {directory} does not match this model's layer shapes")
+            bank.A.copy_(a)
+            bank.B.copy_(b)
     return metadata

@@ -17,6 +17,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from steering.errors import UserError
 from steering.model.mixing import (
@@ -24,6 +25,7 @@ from steering.model.mixing import (
     METADATA_FILE,
     AdapterMetadata,
     check_base_model,
+    read_bank_tensors,
     read_metadata,
 )
 from steering.model.policy import model_identity
@@ -123,19 +125,11 @@ def adapter_digest(adapter_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_adapter_tensors(adapter_dir: Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
-    path = adapter_dir / ADAPTER_FILE
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UserError(f"{path} is not a readable adapter file ({error})") from None
-
-
 def _lora_pairs(
-    metadata: AdapterMetadata, tensors: dict[str, np.ndarray], base: BaseGguf, adapter_dir: Path
+    metadata: AdapterMetadata,
+    bank: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    base: BaseGguf,
+    adapter_dir: Path,
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(GGUF weight name, A (K*r, in), B (out, K*r) in GGUF row order) per conditioned layer."""
     spec = metadata.spec
@@ -144,14 +138,9 @@ def _lora_pairs(
             f"adapters export to llama.cpp for {', '.join(EXPORTABLE_ARCHITECTURES)} GGUF "
             f"models, and {base.path.name} is a {base.arch} model"
         )
-    hidden = spec.num_adapters * spec.rank
-    layer_names = sorted({name.rsplit(".", 1)[0] for name in tensors})
-    if set(tensors) != {f"{n}.{part}" for n in layer_names for part in ("A", "B")}:
-        raise UserError(f"adapter in {adapter_dir} holds tensors other than matching .A/.B pairs")
     pairs = []
-    for layer_name in layer_names:
-        a = tensors[f"{layer_name}.A"].astype(np.float32)
-        b = tensors[f"{layer_name}.B"].astype(np.float32)
+    for layer_name, (a, b) in bank.items():
+        a, b = a.numpy(), b.numpy()
         name = _gguf_weight_name(base, layer_name)
         if name not in base.shapes:
             if name == "output.weight":
@@ -163,12 +152,10 @@ def _lora_pairs(
                 f"adapter in {adapter_dir} conditions {layer_name}, which the base GGUF lacks"
             )
         out_features, in_features = base.shapes[name]
-        if a.shape != (hidden, in_features) or b.shape != (out_features, hidden):
+        if a.shape[1] != in_features or b.shape[0] != out_features:
             raise UserError(
                 f"adapter in {adapter_dir} does not match the base model's layer shapes"
             )
-        if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            raise UserError(f"adapter in {adapter_dir} holds NaN or infinite values")
         if base.arch == "llama" and name.endswith((".attn_q.weight", ".attn_k.weight")):
             heads = base.head_count if ".attn_q." in name else base.head_count_kv
             b = gguf_rotary_rows(b, heads)
@@ -245,7 +232,7 @@ def export_gguf_adapters(
     if not force and all(p.is_file() for p in paths):
         return paths
     base = read_base_gguf(base_path)
-    pairs = _lora_pairs(metadata, _read_adapter_tensors(adapter_dir), base, adapter_dir)
+    pairs = _lora_pairs(metadata, read_bank_tensors(adapter_dir, metadata), base, adapter_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     # write into a fresh sibling directory and rename it into place, so a concurrent reader
     # never sees half-written files

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from tiny_models import randomise
 from torch import nn
 from torch.testing import assert_close
 
@@ -21,14 +22,6 @@ from steering.model.mixing import (
 from steering.model.policy import BaseModelIdentity
 
 OBJECTIVES = ("positivity", "conciseness", "relevance")
-
-
-def randomise(model, name, seed=1):
-    """Give every adapter non-zero B so that mixing changes the output."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in bank_parameters(model, name):
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
 @pytest.mark.parametrize("grad", [True, False], ids=["training path", "inference path"])

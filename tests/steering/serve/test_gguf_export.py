@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from gguf import MODEL_ARCH, GGUFReader, GGUFWriter, get_tensor_name_map
-from torch import nn
+from gguf import MODEL_ARCH, GGUFReader, get_tensor_name_map
+from tiny_models import randomise, write_tiny_base_gguf
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
 from steering.errors import UserError
@@ -12,40 +12,12 @@ from steering.model.mixing import (
     AdapterMetadata,
     AdapterSpec,
     attach,
-    bank_parameters,
     save_bank,
 )
 from steering.model.policy import model_identity
 from steering.serve.gguf_export import export_gguf_adapters, gguf_rotary_rows
 
 OBJECTIVES = ("positivity", "conciseness", "relevance")
-
-
-def write_tiny_base_gguf(path, model) -> None:
-    """A llama GGUF with the tiny model's linear shapes and, like SmolLM2, no output.weight."""
-    config = model.config
-    writer = GGUFWriter(str(path), arch="llama")
-    writer.add_block_count(config.num_hidden_layers)
-    writer.add_head_count(config.num_attention_heads)
-    writer.add_head_count_kv(config.num_key_value_heads)
-    names = get_tensor_name_map(MODEL_ARCH.LLAMA, config.num_hidden_layers)
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear) and ".layers." in name:
-            hf_name = name.removesuffix(".base")  # a layer already wrapped by attach()
-            writer.add_tensor(
-                f"{names.get_name(hf_name)}.weight", np.zeros(module.weight.shape, np.float32)
-            )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-
-
-def randomise(model, name, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in bank_parameters(model, name):
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
 
 
 @pytest.fixture
