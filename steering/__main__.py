@@ -146,6 +146,7 @@ def cmd_evaluate(args) -> None:
         limit=args.limit,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        bootstrap=args.bootstrap,
         reference_point=tuple(parse_numbers(args.reference_point))
         if args.reference_point
         else None,
@@ -317,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--base-model", help=BASE_MODEL_HELP)
     ev.add_argument("--objectives-file", help=OBJECTIVES_FILE_HELP)
+    ev.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="resamples of the prompts for the 95%% intervals (seeded by --seed)",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     st = sub.add_parser(

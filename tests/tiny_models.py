@@ -16,6 +16,8 @@ from transformers import (
     Qwen2Config,
 )
 
+from steering.model.mixing import bank_parameters
+
 # the same tiny shape for every architecture: 2 blocks of width 32, 4 query and 2 key-value heads
 SHAPE = dict(
     hidden_size=32,
@@ -37,8 +39,6 @@ CONFIGS = {
     "phi3": Phi3Config,
 }
 ARCHITECTURES = tuple(CONFIGS)
-
-from steering.model.mixing import bank_parameters
 
 
 def build_tiny_llama(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:

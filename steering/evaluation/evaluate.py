@@ -18,8 +18,15 @@ Results schema (other tools read it):
                         "steerability": {objective: spearman_rho},
                         "front": [index into points, ...],
                         "points": [{"weights": [...], "rewards": {objective: mean_normalised},
-                                    "raw": {objective: mean_raw}, "tokens": mean_tokens}]}},
+                                    "raw": {objective: mean_raw}, "tokens": mean_tokens,
+                                    "fluency": mean_fluency, "quality": {category: share}}],
+                        "quality": {category: share over the grid}}},
      "dominance": {A: {B: share of A's points dominated by B's front}}}
+
+plus the claims' bootstrap intervals over prompts (`steering.evaluation.claims`). Fluency is
+the base model's log-probability per answer token (the `fluency` objective's computation); the
+quality categories (empty, short, degenerate, unfinished) are defined in
+`steering.evaluation.quality`.
 
 Rewards are z-scores under the calibration shipped with the clp adapter (base-model samples on
 the training prompts), so every method is measured on the same scale.
@@ -35,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from steering.errors import UserError
+from steering.evaluation.claims import add_claims, format_claims
 from steering.evaluation.pareto import (
     dominated_share,
     hypervolume,
@@ -42,10 +50,13 @@ from steering.evaluation.pareto import (
     simplex_grid,
     steerability,
 )
+from steering.evaluation.quality import classify, shares
+from steering.evaluation.quality_panel import draw_quality_panel
 from steering.model.generate import Decoding
 from steering.model.loader import Models
 from steering.model.methods import METHODS, check_method
 from steering.objectives.declared import ObjectiveSet, resolve_objectives
+from steering.objectives.fluency import fluency_scores
 from steering.prompts import read_prompts
 from steering.weights import Weights
 
@@ -69,6 +80,7 @@ class EvaluateConfig:
     reference_point: tuple[float, ...] | None = None
     base_model: str | None = None
     objectives_file: str | None = None
+    bootstrap: int = 1000  # resamples of the prompts for every claim's interval
 
 
 def _grid(k: int, step: float) -> np.ndarray:
@@ -103,15 +115,18 @@ def sweep_method(
 ) -> list[dict]:
     """Generate and score every (grid point, prompt, sample); cached rows are reused."""
     cache = _read_cache(cache_path)
-    jobs = [
-        (point, p, s)
+    keys = [
+        (method, point, p, s)
         for point in range(len(grid))
         for p in range(len(prompts))
         for s in range(config.samples)
-        if (method, point, p, s) not in cache
     ]
+    jobs = [key[1:] for key in keys if key not in cache]
     rows_per_batch = config.rows_per_batch // (len(steerer.objectives) if method == "logits" else 1)
     with cache_path.open("a") as handle:
+        # rows cached before answers were scored for fluency get it now
+        unscored = [cache[key] for key in keys if key in cache and "fluency" not in cache[key]]
+        _append(handle, cache, _with_fluency(steerer.base, prompts, unscored))
         for start in tqdm(
             range(0, len(jobs), rows_per_batch), desc=f"evaluate {method}", unit="batch"
         ):
@@ -121,8 +136,8 @@ def sweep_method(
             decoding = Decoding(config.max_new_tokens, config.temperature, seed=config.seed + start)
             results = steerer.generate(batch_prompts, weights, decoding)
             raw = objectives.score(batch_prompts, [r.text for r in results])
-            for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True)):
-                row = {
+            rows = [
+                {
                     "method": method,
                     "point": point,
                     "prompt": p,
@@ -131,29 +146,45 @@ def sweep_method(
                     "tokens": result.tokens,
                     "raw": {name: float(values[i]) for name, values in raw.items()},
                 }
-                cache[(method, point, p, s)] = row
-                handle.write(json.dumps(row) + "\n")
-            handle.flush()
-    return [
-        cache[(method, point, p, s)]
-        for point in range(len(grid))
-        for p in range(len(prompts))
-        for s in range(config.samples)
-    ]
+                for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True))
+            ]
+            _append(handle, cache, _with_fluency(steerer.base, prompts, rows))
+    return [cache[key] for key in keys]
 
 
-def summarise_method(rows, grid, objectives, calibration, reference) -> dict:
-    points = []
+def _with_fluency(base, prompts, rows: list[dict]) -> list[dict]:
+    """The rows with "fluency", the base model's log-probability per token of each answer."""
+    with base.lock:
+        scores = fluency_scores(
+            base, [prompts[r["prompt"]] for r in rows], [r["text"] for r in rows]
+        )
+    return [{**row, "fluency": float(value)} for row, value in zip(rows, scores, strict=True)]
+
+
+def _append(handle, cache: dict[tuple, dict], rows: list[dict]) -> None:
+    """Write rows to the cache file (a later row for the same key replaces an earlier one)."""
+    for row in rows:
+        cache[(row["method"], row["point"], row["prompt"], row["sample"])] = row
+        handle.write(json.dumps(row) + "\n")
+    handle.flush()
+
+
+def summarise_method(rows, grid, objectives, calibration, reference, max_new_tokens) -> dict:
+    points, answers = [], []
     for index, weights in enumerate(grid):
         mine = [r for r in rows if r["point"] == index]
         raw = {name: np.array([r["raw"][name] for r in mine]) for name in objectives}
         normalised = calibration.normalise(raw)
+        quality = [classify(r["text"], r["tokens"], max_new_tokens) for r in mine]
+        answers += quality
         points.append(
             {
                 "weights": [float(w) for w in weights],
                 "rewards": {name: float(normalised[name].mean()) for name in objectives},
                 "raw": {name: float(raw[name].mean()) for name in objectives},
                 "tokens": float(np.mean([r["tokens"] for r in mine])),
+                "fluency": float(np.mean([r["fluency"] for r in mine])),
+                "quality": shares(quality),
             }
         )
     matrix = np.array([[p["rewards"][n] for n in objectives] for p in points])  # (G, K)
@@ -163,6 +194,7 @@ def summarise_method(rows, grid, objectives, calibration, reference) -> dict:
         "steerability": {name: float(r) for name, r in zip(objectives, rho, strict=True)},
         "front": [int(i) for i in np.flatnonzero(non_dominated(matrix))],
         "points": points,
+        "quality": shares(answers),
     }
 
 
@@ -175,6 +207,8 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         raise UserError("give at least one method")
     if config.samples < 1:
         raise UserError("samples must be at least 1")
+    if config.bootstrap < 1:
+        raise UserError("bootstrap resamples must be at least 1")
     prompts = read_prompts(config.prompts, config.limit or None)
     steerers = {m: models.steerer(m, base_path=config.base_model) for m in config.methods}
     objectives = next(iter(steerers.values())).objectives
@@ -215,10 +249,13 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         "max_new_tokens": config.max_new_tokens,
         "methods": {},
     }
+    rows_by_method = {}
     for method, steerer in steerers.items():
-        rows = sweep_method(method, steerer, prompts, grid, config, cache_path, scorers)
+        rows_by_method[method] = sweep_method(
+            method, steerer, prompts, grid, config, cache_path, scorers
+        )
         results["methods"][method] = summarise_method(
-            rows, grid, objectives, calibration, reference
+            rows_by_method[method], grid, objectives, calibration, reference, config.max_new_tokens
         )
     matrices = {
         m: np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
@@ -232,20 +269,24 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         }
         for a in matrices
     }
+    add_claims(
+        results,
+        rows_by_method,
+        grid,
+        calibration,
+        reference,
+        config.max_new_tokens,
+        config.bootstrap,
+        config.seed,
+    )
     out.write_text(json.dumps(results, indent=2) + "\n")
     write_plots(results, out)
     return format_summary(results, out)
 
 
 def format_summary(results: dict, out: Path) -> str:
-    objectives = results["objectives"]
-    lines = ["| method | hypervolume | " + " | ".join(f"rho {n}" for n in objectives) + " |"]
-    lines.append("|---" * (2 + len(objectives)) + "|")
-    for method, r in results["methods"].items():
-        rho = " | ".join(f"{r['steerability'][n]:.2f}" for n in objectives)
-        lines.append(f"| {method} | {r['hypervolume']:.3f} | {rho} |")
-    lines.append(f"\nwritten: {out}, {out.with_suffix('.html')}, {out.with_suffix('.png')}")
-    return "\n".join(lines)
+    written = f"written: {out}, {out.with_suffix('.html')}, {out.with_suffix('.png')}"
+    return f"{format_claims(results)}\n\n{written}"
 
 
 def write_plots(results: dict, out: Path) -> None:
@@ -263,6 +304,8 @@ def write_plots(results: dict, out: Path) -> None:
         pts = np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
         hover = [
             ", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True))
+            + f"<br>degenerate {p['quality']['degenerate']:.2f}, "
+            + f"unfinished {p['quality']['unfinished']:.2f}"
             for p in r["points"]
         ]
         if k >= 3:
@@ -284,7 +327,9 @@ def write_plots(results: dict, out: Path) -> None:
     fig.write_html(out.with_suffix(".html"), include_plotlyjs="cdn")
 
     pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
-    figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
+    figure = plt.figure(figsize=(max(5 * len(pairs), 12), 9), layout="constrained")
+    fronts, quality = figure.subfigures(2, 1)
+    axes = fronts.subplots(1, len(pairs), squeeze=False)
     for ax, (i, j) in zip(axes[0], pairs, strict=True):
         for method, r in results["methods"].items():
             pts = np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
@@ -293,7 +338,7 @@ def write_plots(results: dict, out: Path) -> None:
         ax.set_ylabel(f"{objectives[j]} (normalised)")
         ax.grid(alpha=0.3)
     axes[0][0].legend()
-    figure.suptitle("Mean normalised reward per grid weighting, by method")
-    figure.tight_layout()
+    fronts.suptitle("Mean normalised reward per grid weighting, by method")
+    draw_quality_panel(quality, results)
     figure.savefig(out.with_suffix(".png"), dpi=110)
     plt.close(figure)

@@ -4,6 +4,7 @@ import pytest
 
 from steering.errors import UserError
 from steering.evaluation.evaluate import EvaluateConfig, evaluate
+from steering.evaluation.quality import CATEGORIES
 
 
 @pytest.fixture
@@ -16,7 +17,12 @@ def prompts_file(tmp_path):
 def test_sweep_writes_the_documented_schema(tiny_env, prompts_file, tmp_path):
     out = tmp_path / "results.json"
     config = EvaluateConfig(
-        str(prompts_file), ("clp", "logits", "base"), grid=0.5, out=str(out), max_new_tokens=4
+        str(prompts_file),
+        ("clp", "logits", "base"),
+        grid=0.5,
+        out=str(out),
+        max_new_tokens=4,
+        bootstrap=100,
     )
     summary = evaluate(config)
     results = json.loads(out.read_text())
@@ -31,9 +37,66 @@ def test_sweep_writes_the_documented_schema(tiny_env, prompts_file, tmp_path):
         assert all(-1.0 <= r <= 1.0 for r in method["steerability"].values())
     assert set(results["dominance"]["clp"]) == {"logits", "base"}
     assert out.with_suffix(".html").is_file() and out.with_suffix(".png").is_file()
-    assert "| clp |" in summary
+    assert "| clp |" in summary and "hypervolume differences" in summary
     # a second run reuses the cached generations and gives the same numbers
     evaluate(config)
+    assert json.loads(out.read_text()) == results
+
+
+def test_the_results_hold_answer_quality_and_intervals(tiny_env, prompts_file, tmp_path):
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(
+        str(prompts_file), ("clp", "base"), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=50
+    )
+    evaluate(config)
+    results = json.loads(out.read_text())
+    assert results["bootstrap"] == {
+        "unit": "prompt",
+        "resamples": 50,
+        "seed": 0,
+        "confidence": 0.95,
+    }
+    for method in results["methods"].values():
+        for quality in [method["quality"]] + [p["quality"] for p in method["points"]]:
+            assert list(quality) == list(CATEGORIES)
+            assert all(0.0 <= share <= 1.0 for share in quality.values())
+            assert quality["degenerate"] == quality["empty"] + quality["short"]
+        # fluency is a mean clamped log-probability, in [-20, 0]
+        assert all(-20.0 <= p["fluency"] <= 0.0 for p in method["points"])
+        found = method["intervals"]
+        claims = [found[name] for name in ("hypervolume", "degenerate", "unfinished", "fluency")]
+        claims += [found["tokens"], *found["steerability"].values()]
+        # two prompts: a resample is both of them (half the time, giving the estimate) or one
+        # twice, so the interval runs from the smallest to the largest of three values
+        assert all(c["lower"] <= c["estimate"] <= c["upper"] for c in claims)
+        assert found["hypervolume"]["estimate"] == pytest.approx(method["hypervolume"])
+        assert 1.0 <= found["tokens"]["lower"] and found["tokens"]["upper"] <= 4.0
+        assert 0.0 <= found["degenerate"]["lower"] and found["unfinished"]["upper"] <= 1.0
+    share = results["dominance_intervals"]["clp"]["base"]
+    assert share["estimate"] == pytest.approx(results["dominance"]["clp"]["base"])
+    assert 0.0 <= share["lower"] <= share["estimate"] <= share["upper"] <= 1.0
+    (pair,) = results["hypervolume_differences"]
+    assert (pair["a"], pair["b"]) == ("clp", "base")
+    assert pair["lower"] <= pair["estimate"] <= pair["upper"]
+    assert pair["winner"] in ("clp", "base", None)
+
+
+def test_cached_rows_without_fluency_are_scored_on_resume(tiny_env, prompts_file, tmp_path):
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(
+        str(prompts_file), ("base",), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=10
+    )
+    evaluate(config)
+    results = json.loads(out.read_text())
+    cache = out.with_suffix(".cache.jsonl")
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    # a cache written before answers were scored for fluency
+    cache.write_text(
+        "".join(json.dumps({k: v for k, v in r.items() if k != "fluency"}) + "\n" for r in rows)
+    )
+    evaluate(config)
+    appended = [json.loads(line) for line in cache.read_text().splitlines()][len(rows) :]
+    assert appended == rows  # every row scored again, to the same fluency
     assert json.loads(out.read_text()) == results
 
 

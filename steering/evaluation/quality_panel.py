@@ -1,0 +1,34 @@
+"""The evaluation figure's panel of degenerate and unfinished answers (`quality`), per method and
+grid weighting, drawn from the results JSON."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PANEL_CATEGORIES = {
+    "degenerate": "degenerate answers (under five words)",
+    "unfinished": "unfinished answers (cut at the token limit mid-sentence)",
+}
+
+
+def draw_quality_panel(figure, results: dict) -> None:
+    """One heatmap per category on `figure` (a matplotlib Figure or SubFigure): methods in rows,
+    grid weightings in columns, each cell the share of that point's answers in the category."""
+    methods = results["methods"]
+    weightings = [p["weights"] for p in next(iter(methods.values()))["points"]]
+    labels = ["(" + ", ".join(f"{w:g}" for w in weights) + ")" for weights in weightings]
+    axes = figure.subplots(1, len(PANEL_CATEGORIES), squeeze=False)[0]
+    for ax, (category, title) in zip(axes, PANEL_CATEGORIES.items(), strict=True):
+        shares = np.array([[p["quality"][category] for p in r["points"]] for r in methods.values()])
+        image = ax.imshow(shares, vmin=0.0, vmax=1.0, cmap="Reds", aspect="auto")  # (M, G)
+        for (row, column), share in np.ndenumerate(shares):
+            if share > 0:
+                colour = "white" if share > 0.6 else "black"
+                ax.text(
+                    column, row, f"{share:.2f}", ha="center", va="center", fontsize=6, color=colour
+                )
+        ax.set_yticks(range(len(methods)), list(methods))
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_xlabel("weighting (" + ", ".join(results["objectives"]) + ")")
+        ax.set_title(f"share of {title}", fontsize=10)
+    figure.colorbar(image, ax=list(axes), shrink=0.8)

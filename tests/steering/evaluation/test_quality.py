@@ -1,0 +1,64 @@
+"""Tests for steering/evaluation/quality.py on hand-written answers, with a limit of 10 tokens."""
+
+import pytest
+
+from steering.evaluation.quality import AnswerQuality, classify, shares
+
+LIMIT = 10
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens", "expected"),
+    [
+        # no words at all: empty, whether it stopped at once or was cut with only spaces
+        ("", 1, AnswerQuality(empty=True, short=False, unfinished=False)),
+        ("   ", 10, AnswerQuality(empty=True, short=False, unfinished=True)),
+        # "Great coffee, friendly staff." is 4 words: short, and it ended by itself (6 < 10)
+        ("Great coffee, friendly staff.", 6, AnswerQuality(False, True, False)),
+        # 5 words is no longer short
+        ("Great coffee and friendly staff.", 7, AnswerQuality(False, False, False)),
+        # 7 words cut at the limit (10 >= 10) with no closing punctuation: unfinished
+        ("The bicycle rides smoothly and the brakes", 10, AnswerQuality(False, False, True)),
+        # cut at the limit but the text happens to end a sentence: finished
+        (
+            "The bicycle rides smoothly. The brakes work well!",
+            10,
+            AnswerQuality(False, False, False),
+        ),
+        # no closing punctuation, but it stopped by itself (9 < 10): not unfinished
+        ("The bicycle rides smoothly and the brakes work", 9, AnswerQuality(False, False, False)),
+        # punctuation inside a closing quote, bracket or markdown emphasis still ends the sentence
+        ('He said the ride was "smooth and quiet."', 10, AnswerQuality(False, False, False)),
+        ("It is **the best bike I have owned.**", 10, AnswerQuality(False, False, False)),
+        ("A fine ride (and a fair price?)", 10, AnswerQuality(False, False, False)),
+        # a closing bracket alone is not punctuation: 3 words, short, and cut mid-sentence
+        ("(see the list", 10, AnswerQuality(False, True, True)),
+        # an ellipsis character ends it; a colon does not
+        ("I would say it is fine…", 10, AnswerQuality(False, False, False)),
+        ("Here are the three things to know:", 10, AnswerQuality(False, False, True)),
+    ],
+)
+def test_classify_hand_written_answers(text, tokens, expected):
+    assert classify(text, tokens, LIMIT) == expected
+
+
+def test_degenerate_is_empty_or_short():
+    assert classify("", 1, LIMIT).degenerate
+    assert classify("Too short.", 3, LIMIT).degenerate
+    assert not classify("Long enough to count here.", 6, LIMIT).degenerate
+
+
+def test_shares_count_each_category_over_the_answers():
+    answers = [
+        classify("", 1, LIMIT),  # empty
+        classify("Yes.", 2, LIMIT),  # short
+        classify("one two three four five six", 10, LIMIT),  # unfinished
+        classify("one two three four five six.", 8, LIMIT),  # none
+    ]
+    # 1 empty, 1 short, so 2 degenerate, and 1 unfinished, of 4 answers
+    assert shares(answers) == {
+        "empty": 0.25,
+        "short": 0.25,
+        "degenerate": 0.5,
+        "unfinished": 0.25,
+    }
