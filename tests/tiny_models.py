@@ -4,7 +4,7 @@ file with a tiny Llama's layer shapes for the llama.cpp export tests."""
 
 import numpy as np
 import torch
-from gguf import MODEL_ARCH, GGUFWriter, get_tensor_name_map
+from gguf import MODEL_ARCH_NAMES, GGUFWriter, get_tensor_name_map
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
@@ -66,14 +66,16 @@ def build_tiny_reward_model(vocab_size: int, seed: int = 0, labels: tuple[str, .
     return model
 
 
-def write_tiny_base_gguf(path, model) -> None:
-    """A llama GGUF with the tiny model's linear shapes and, like SmolLM2, no output.weight."""
+def write_tiny_base_gguf(path, model, arch: str = "llama") -> None:
+    """A GGUF (llama unless `arch` says otherwise) with the tiny model's linear shapes and, like
+    SmolLM2, no output.weight."""
     config = model.config
-    writer = GGUFWriter(str(path), arch="llama")
+    writer = GGUFWriter(str(path), arch=arch)
     writer.add_block_count(config.num_hidden_layers)
     writer.add_head_count(config.num_attention_heads)
     writer.add_head_count_kv(config.num_key_value_heads)
-    names = get_tensor_name_map(MODEL_ARCH.LLAMA, config.num_hidden_layers)
+    architecture = {name: a for a, name in MODEL_ARCH_NAMES.items()}[arch]
+    names = get_tensor_name_map(architecture, config.num_hidden_layers)
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and ".layers." in name:
             hf_name = name.removesuffix(".base")  # a layer already wrapped by attach()

@@ -114,6 +114,24 @@ def test_export_refuses_a_different_base_model(tiny_export, tmp_path, tiny_base)
         export_gguf_adapters(adapter_dir, other)
 
 
+def test_export_says_which_architectures_it_writes(tmp_path, tiny_base):
+    """A GGUF of an architecture the export does not map is refused, naming those it does; the
+    backend factory then serves the method on torch with this reason in the log."""
+    base_path = tmp_path / "tiny-gemma.gguf"
+    write_tiny_base_gguf(base_path, tiny_base.model, arch="gemma")
+    spec = AdapterSpec(OBJECTIVES, "attn", rank=2, alpha=4.0)
+    attach(tiny_base.model, "clp", spec)
+    save_bank(
+        tiny_base.model, "clp", tmp_path / "clp", AdapterMetadata(spec, model_identity(base_path))
+    )
+    with pytest.raises(
+        UserError,
+        match=r"adapters export to llama.cpp for llama, qwen2, qwen3 GGUF models, and "
+        r"tiny-gemma.gguf is a gemma model",
+    ):
+        export_gguf_adapters(tmp_path / "clp", base_path)
+
+
 def test_export_refuses_missing_and_corrupt_adapter_files(tiny_export):
     _, base_path, adapter_dir = tiny_export
     tensors = adapter_dir / "adapter.safetensors"

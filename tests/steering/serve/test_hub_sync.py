@@ -2,13 +2,8 @@
 a small fake Hub answers the calls `snapshot_download` and `CommitScheduler` make, so the pull,
 the push and the restore from pulled shards run for real without a network."""
 
-import base64
-import hashlib
-import json
-
-import httpx2
-import huggingface_hub
 import pytest
+from fake_hub import FakeHub, intercepted_hub
 from huggingface_hub import constants
 
 from steering.errors import UserError
@@ -20,82 +15,10 @@ from storage.queries import stats
 REPO = "someone/ratings"
 
 
-class FakeHub:
-    """The few Hub endpoints the sync uses, over one dataset repository held in memory."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.exists = False
-        self.commits = 0
-        self.calls: list[str] = []
-
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(str(sorted(self.files.items())).encode()).hexdigest()
-
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        method, path = request.method, request.url.path
-        self.calls.append(f"{method} {path}")
-        base = f"/api/datasets/{REPO}"
-        if method == "POST" and path == "/api/repos/create":
-            self.exists = True
-            return httpx2.Response(200, json={"url": f"https://huggingface.co/datasets/{REPO}"})
-        if not self.exists or not (path.startswith(base) or path.startswith(f"/datasets/{REPO}")):
-            return httpx2.Response(404, headers={"x-error-code": "RepoNotFound"}, json={})
-        if method == "GET" and path == f"{base}/revision/main":
-            siblings = [{"rfilename": name} for name in sorted(self.files)]
-            return httpx2.Response(200, json={"id": REPO, "sha": self.sha, "siblings": siblings})
-        if method == "GET" and path.startswith(f"{base}/tree/"):
-            entries = [
-                {
-                    "type": "file",
-                    "path": name,
-                    "size": len(data),
-                    "oid": hashlib.sha1(data).hexdigest(),
-                }
-                for name, data in sorted(self.files.items())
-            ]
-            return httpx2.Response(200, json=entries)
-        if method == "POST" and path == f"{base}/preupload/main":
-            asked = json.loads(request.content)["files"]
-            answer = [
-                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in asked
-            ]
-            return httpx2.Response(200, json={"files": answer})
-        if method == "POST" and path == f"{base}/commit/main":
-            for line in request.content.decode().splitlines():
-                item = json.loads(line)
-                if item["key"] == "file":
-                    value = item["value"]
-                    self.files[value["path"]] = base64.b64decode(value["content"])
-            self.commits += 1
-            url = f"https://huggingface.co/datasets/{REPO}/commit/{self.sha}"
-            return httpx2.Response(200, json={"commitUrl": url, "commitOid": self.sha})
-        prefix = f"/datasets/{REPO}/resolve/"
-        if path.startswith(prefix):
-            name = path.removeprefix(prefix).split("/", 1)[1]
-            if name not in self.files:
-                return httpx2.Response(404, headers={"x-error-code": "EntryNotFound"})
-            content = self.files[name]
-            headers = {
-                "x-repo-commit": self.sha,
-                "etag": f'"{hashlib.sha1(content).hexdigest()}"',
-                "content-length": str(len(content)),
-            }
-            return httpx2.Response(
-                200, headers=headers, content=b"" if method == "HEAD" else content
-            )
-        return httpx2.Response(404, json={})
-
-
 @pytest.fixture
 def hub(monkeypatch):
-    fake = FakeHub()
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(fake)))
-    yield fake
-    huggingface_hub.set_client_factory(huggingface_hub.utils._http.default_client_factory)
+    with intercepted_hub(monkeypatch, FakeHub(REPO, "dataset")) as fake:
+        yield fake
 
 
 def test_offline_a_configured_repository_is_one_sentence(tmp_path, monkeypatch):

@@ -136,3 +136,33 @@ def test_dashboard_is_cached_until_asked_fresh(service):
     assert after.generations == before.generations + 1
     assert [o for o, _ in after.steerability] == list(OBJECTIVES)
     assert after.points and not any(p.text for p in after.points)  # no one's text, in public
+
+
+def test_scorers_follow_the_adapter_checked_against_an_objectives_file(tiny_env, tmp_path):
+    same = tmp_path / "same.toml"
+    same.write_text(
+        '[objectives.positivity]\nkind = "builtin"\n[objectives.conciseness]\nkind = "builtin"\n'
+    )
+    service = SteeringService(
+        database_url=f"sqlite:///{tmp_path / 's.db'}", objectives_file=str(same)
+    )
+    assert service.scorers.names == OBJECTIVES
+    ((raw, _),) = service.score_texts(PROMPT, ["Lovely!"])
+    assert raw["conciseness"] > 0.9 and raw["positivity"] > 0.5
+    assert "VADER" in service.objective_description("positivity")
+    other = tmp_path / "other.toml"
+    other.write_text(
+        same.read_text().replace(
+            'conciseness]\nkind = "builtin"',
+            'conciseness]\nkind = "python"\nfunction = "json:dumps"',
+        )
+    )
+    refused = SteeringService(
+        database_url=f"sqlite:///{tmp_path / 's.db'}", objectives_file=str(other)
+    )
+    with pytest.raises(
+        UserError,
+        match=r"trained with objective 'conciseness' as .*builtin.*, but .*other.toml declares .*python",
+    ):
+        refused.scorers  # noqa: B018
+    assert refused.objective_description("positivity") == ""  # the status line says why
