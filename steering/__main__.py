@@ -158,19 +158,34 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_study(args) -> None:
-    from steering.evaluation.study import objective_study
-    from steering.objectives.declared import configured_objectives_file
+    from steering.evaluation.study import STUDY_OBJECTIVES, objective_study
+    from steering.model.methods import shipped_metadata
+    from steering.objectives.declared import configured_objectives_file, resolve_objectives
 
+    use_adapters(args.adapters)
     if args.base_model:  # what the fluency objective reads
         os.environ["STEERING_BASE_MODEL"] = args.base_model
-    print(
-        objective_study(
-            args.pool,
-            args.out,
-            args.objectives.split(",") if args.objectives else None,
-            configured_objectives_file(args.objectives_file),
-        )
+    names = args.objectives.split(",") if args.objectives else []
+    # the file's objectives, else (with --adapters) those the clp adapter was trained with
+    metadata = shipped_metadata() if args.adapters else None
+    chosen = resolve_objectives(
+        configured_objectives_file(args.objectives_file),
+        metadata.training if metadata else None,
+        metadata.training.get("objectives", ()) if metadata else names or STUDY_OBJECTIVES,
+        f"the clp adapter in {args.adapters}",
     )
+    if names and metadata is None:
+        chosen = chosen.select(names)
+    flags = {
+        "--objectives": args.objectives,
+        "--objectives-file": args.objectives_file,
+        "--adapters": args.adapters,
+        "--base-model": args.base_model,
+    }
+    command = f"python -m steering study --pool {args.pool} --out {args.out}" + "".join(
+        f" {flag} {value}" for flag, value in flags.items() if value
+    )
+    print(objective_study(args.pool, args.out, chosen, command))
 
 
 def human_records(stored) -> list:
@@ -335,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated (default: every objective that needs no configuration)",
     )
     st.add_argument("--out", default="docs/objective-study.md")
+    st.add_argument(
+        "--adapters",
+        help="directory holding clp/: study the objectives its adapter was trained with",
+    )
     st.add_argument("--base-model", help=BASE_MODEL_HELP + "; the fluency objective reads it")
     st.add_argument("--objectives-file", help=OBJECTIVES_FILE_HELP)
     st.set_defaults(func=cmd_study)

@@ -3,6 +3,7 @@ pairwise Spearman correlations (docs/objective-study.md).
 
     python -m steering study --pool runs/pool/base.jsonl --out docs/objective-study.md
     python -m steering study --objectives-file my-objectives.toml --out runs/study.md
+    python -m steering study --adapters runs/mine --out runs/study.md   # the clp adapter's objectives
 
 A default objective set is only worth steering between if some pair is negatively correlated on
 the base model's own samples: otherwise one response can be best on everything.
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from steering.errors import UserError
 from steering.objectives import DEFAULT_OBJECTIVES, correlation_table, fit_calibration
-from steering.objectives.declared import builtin_objectives, read_objectives_file
+from steering.objectives.declared import ObjectiveSet, builtin_objectives
 from steering.training.pool import read_pool
 from steering.training.scoring import pool_scores_path, score_pool
 
@@ -30,37 +31,30 @@ STUDY_OBJECTIVES = (
 
 
 def objective_study(
-    pool: str | Path,
-    out: str | Path,
-    objectives: list[str] | None = None,
-    objectives_file: str | None = None,
+    pool: str | Path, out: str | Path, chosen: ObjectiveSet | None = None, command: str = ""
 ) -> str:
-    """Correlations of the named objectives (default: every one the file declares, else every
-    built-in that needs no configuration) over the pool's samples, written as markdown."""
+    """Correlations of the chosen objectives (default: every built-in that needs no
+    configuration) over the pool's samples, written as markdown; `command` is the command line
+    the report says it was made with."""
     pool = Path(pool)
     candidates = read_pool(pool)
     if len(candidates) < 2:
         raise UserError(
             f"the pool {pool} holds fewer than 2 samples; sample it with `python -m steering train` or `pool`"
         )
-    if objectives_file:
-        declared = read_objectives_file(objectives_file)
-        chosen = declared.select(objectives) if objectives else declared
-    else:
-        chosen = builtin_objectives(objectives or STUDY_OBJECTIVES)
+    chosen = chosen or builtin_objectives(STUDY_OBJECTIVES)
     names = chosen.names
     raw = score_pool(candidates, chosen, pool_scores_path(pool))
     table = correlation_table(raw)
     calibration = fit_calibration(raw)
-    default = [n for n in DEFAULT_OBJECTIVES if n in names] if not objectives_file else []
+    default = [n for n in DEFAULT_OBJECTIVES if n in names and chosen.builtin(n)]
     lines = [
         "# Objectives: which ones conflict",
         "",
         f"Measured on {len(candidates)} base-model samples ({len({c.prompt for c in candidates})} training "
         f"prompts) from `{pool}`, with",
         "",
-        f"    python -m steering study --pool {pool} --out {out}"
-        + (f" --objectives-file {objectives_file}" if objectives_file else ""),
+        f"    {command or f'python -m steering study --pool {pool} --out {out}'}",
         "",
         "## Pairwise Spearman correlation",
         "",

@@ -122,6 +122,11 @@ class ObjectiveSet:
     def to_json(self) -> list[dict]:
         return [spec.to_json() for spec in self.specs]
 
+    def builtin(self, name: str) -> bool:
+        """Whether `name` is the registered objective of that name, not a declared other one."""
+        spec = self.specs[self.names.index(name)]
+        return spec.kind == "builtin" and spec.objective in ("", name)
+
 
 def builtin_objectives(names: Sequence[str]) -> ObjectiveSet:
     """Registered objectives by name (the shipped default, and `--objectives a,b,c`)."""
