@@ -380,8 +380,16 @@ def load_bank(
             f"adapter in {directory} was trained for objectives {', '.join(metadata.spec.objectives)}, "
             f"not {', '.join(objectives)}"
         )
+    attach(model, name, metadata.spec)
+    fill_bank(model, name, directory)
+    return metadata
+
+
+def fill_bank(model: nn.Module, name: str, directory: str | Path) -> None:
+    """Copy the tensors saved in `directory` into the attached bank `name`, in place (its
+    parameters stay the objects an optimizer may hold), refusing other layers or shapes."""
     tensors = load_file(str(Path(directory) / ADAPTER_FILE))
-    layers = attach(model, name, metadata.spec)
+    layers = [layer for layer in mixed_layers(model) if name in layer.banks]
     names = {id(m): n for n, m in model.named_modules()}
     expected = {f"{names[id(layer)]}.{part}" for layer in layers for part in ("A", "B")}
     if set(tensors) != expected:
@@ -397,4 +405,3 @@ def load_bank(
                         f"adapter in {directory} does not match this model's layer shapes"
                     )
                 target.copy_(tensor)
-    return metadata

@@ -2,6 +2,7 @@
 
     python -m steering train --method clp --algo rsf --out assets/adapters/clp
     python -m steering train --method clp --algo rloo --steps 200 --out runs/clp-rloo
+    python -m steering train --method clp --algo online-dpo --rounds 100 --out runs/clp-online
     accelerate launch --num_processes 2 --cpu -m steering train --method clp --algo rloo ...
 
 Methods (what is trained):
@@ -21,6 +22,9 @@ Algorithms (how):
   preference against the frozen base model (Rafailov et al. 2023, conditioned on w as in
   Guo et al. 2024's controllable preference optimisation). Unlike rsf it also learns from what
   the weighting rejects.
+- online-dpo (`online`): the dpo step on the policy's own samples, round after round: k responses
+  per prompt and w, the best by w . r_hat that clears the quality floor (--min-words) preferred
+  to the worst; --updates-per-round steps, then the next round samples from the updated policy.
 All rsf and dpo runs pick from the same candidate pool, so they get the same budget of generated
 samples.
 
@@ -72,6 +76,7 @@ from steering.training.losses import (
 )
 from steering.training.pool import Candidate, read_pool, sample_pool, sentence_prefixes
 from steering.training.records import (
+    PolicySamples,
     PreferencePair,
     SftExample,
     sample_weightings,
@@ -230,9 +235,10 @@ class Trainer:
         self.accelerator.backward(loss)
         self.optimizer.step()
 
-    def rloo_step(self, step: int) -> dict[str, float]:
+    def sample_responses(self, rng: np.random.Generator, temperature: float) -> PolicySamples:
+        """k (--samples) responses from the policy to each of --prompts-per-step prompts, each
+        prompt at its own weighting, all drawn from rng."""
         cfg = self.config
-        rng = step_rng(cfg.seed, step, self.accelerator.process_index)
         chosen = rng.choice(
             len(self.prompts), size=min(cfg.prompts_per_step, len(self.prompts)), replace=False
         )
@@ -248,20 +254,28 @@ class Trainer:
             model_prompts,
             conditioning,
             max_new_tokens=cfg.max_new_tokens,
-            temperature=1.0,
+            temperature=temperature,
             top_p=1.0,
             seed=int(rng.integers(2**31)),
         )
-        texts = batch_texts(
-            self.base.tokenizer, batch, stop_token_ids(self.unwrapped, self.base.tokenizer)
-        )
+        stops = stop_token_ids(self.unwrapped, self.base.tokenizer)
+        # (P*k,) a stop token came before the token limit (padding only ever follows one)
+        ended = torch.isin(batch.response_ids, torch.tensor(sorted(stops))).any(dim=1)
+        texts = batch_texts(self.base.tokenizer, batch, stops)
+        return PolicySamples(prompts, w_rows, conditioning, batch, texts, ended.tolist())
+
+    def rloo_step(self, step: int) -> dict[str, float]:
+        cfg = self.config
+        rng = step_rng(cfg.seed, step, self.accelerator.process_index)
+        sampled = self.sample_responses(rng, temperature=1.0)
+        prompts, texts, batch = sampled.prompts, sampled.texts, sampled.batch
         r_hat = self.normalised(score(self.objectives, prompts, texts))  # (P*k, K)
-        w = torch.as_tensor(w_rows, dtype=torch.float32)
+        w = torch.as_tensor(sampled.weights, dtype=torch.float32)
         reward = scalarise(w, torch.as_tensor(r_hat, dtype=torch.float32))  # (P*k,)
         args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
         with torch.no_grad(), adapters_off(self.unwrapped):
             ref = sequence_logprobs(self.unwrapped, *args)  # (P*k, T)
-        with conditioned(self.unwrapped, self.bank, conditioning.weights):
+        with conditioned(self.unwrapped, self.bank, sampled.conditioning.weights):
             logprobs = sequence_logprobs(self.model, *args)  # (P*k, T)
         kl = sequence_kl(logprobs.detach(), ref, batch.response_mask)  # (P*k,)
         total = reward - cfg.beta * kl  # R = r_w - beta * KL
@@ -438,6 +452,10 @@ class Trainer:
         try:
             if self.config.algo == "rloo":
                 self.run_rloo()
+            elif self.config.algo == "online-dpo":
+                from steering.training.online import run_online  # it imports this module
+
+                run_online(self)
             else:
                 self.run_rsf()
         except KeyboardInterrupt:

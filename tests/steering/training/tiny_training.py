@@ -1,0 +1,31 @@
+"""The tiny training setup the trainer tests share: four prompts, two objectives and a config
+small enough for the tiny random model."""
+
+from steering.training.config import TrainConfig
+
+OBJECTIVES = "positivity,conciseness"
+PROMPTS = [
+    "Write a kind note to a neighbour.",
+    "Describe a rainy day.",
+    "Review a cheap hotel.",
+    "Give one tip for sleep.",
+]
+
+
+def tiny_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
+    values = dict(
+        objectives=OBJECTIVES,
+        prompts=str(prompts_file),
+        out=str(tmp_path / "run"),
+        pool=str(tmp_path / "pool.jsonl"),
+        pool_samples=2,
+        max_new_tokens=6,
+        prompts_per_step=2,
+        samples=2,
+        batch_size=4,
+        rank=2,
+        lr=1e-2,
+        dtype="float32",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
