@@ -14,6 +14,7 @@ TRAINED_METHODS = ("clp", "prompt", "soups")
 ALGOS = ("rloo", "rsf", "dpo", "online-dpo")
 SELECTIONS = ("zscore", "rank")
 SFT_LOSSES = ("sequence", "token")
+SAMPLERS = ("torch", "llamacpp")
 
 
 @dataclass
@@ -72,6 +73,10 @@ class TrainConfig:
     """online-dpo: adapter directory to start from (e.g. assets/adapters/clp, trained for the
     same method, objectives, variant, rank and alpha on the same base model); empty: fresh
     adapters, which leave the base model unchanged"""
+    sampler: str = "torch"
+    """online-dpo: where rounds are sampled: torch (by the learner between its updates, from the
+    policy as it is) or llamacpp (a second process samples the next round on llama.cpp while the
+    learner trains on the last one, from the policy one round behind; needs a GGUF base model)"""
     weightings_per_prompt: int = 3
     """rsf, dpo: weightings drawn per prompt and round (soups: that many of the K corners
     w = e_k, drawn at random, or all K when it is K or more)"""
@@ -124,6 +129,8 @@ class TrainConfig:
             self.check_online()
         elif self.init_from:
             raise UserError("init_from is used only by online-dpo")
+        elif self.sampler != "torch":
+            raise UserError("sampler is used only by online-dpo")
         if self.dirichlet_alpha <= 0:
             raise UserError("dirichlet_alpha must be positive")
         if self.selection not in SELECTIONS:
@@ -141,6 +148,10 @@ class TrainConfig:
         for name in ("rounds", "updates_per_round", "prompts_per_step", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sampler not in SAMPLERS:
+            raise UserError(
+                f"sampler {self.sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}"
+            )
         if self.min_words < 0:
             raise UserError(f"min_words must not be negative (0: no floor), got {self.min_words}")
 

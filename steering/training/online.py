@@ -13,8 +13,11 @@ Round r:
    sample of all: one `PreferencePair` per prompt;
 5. --updates-per-round conditioned DPO steps (`Trainer.dpo_step`, with the --sft-weight NLL of
    the chosen answers) on the round's pairs update all adapters jointly.
-The next round samples from the updated policy. --init-from starts from trained adapters instead
-of fresh ones; the DPO reference stays the frozen base model either way.
+The next round samples from the updated policy (`PolicySampler`). With --sampler llamacpp
+(`steering.serve.llamacpp_sampler`) a second process samples round r + 1 on llama.cpp while the
+learner trains on round r, from the policy as it was when round r began: one round off-policy,
+`rounds/lag` in the metrics. --init-from starts from trained adapters instead of fresh ones; the
+DPO reference stays the frozen base model either way.
 
 Each round's samples, rewards, pairs and measurements are written to OUT/rounds/ before its
 updates: a run resumed in the middle of a round trains on the pairs the interrupted run sampled,
@@ -26,6 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -49,39 +53,94 @@ from steering.training.records import PreferencePair
 from steering.training.trainer import Trainer, step_rng
 
 ROUNDS_DIR = "rounds"
+ORDER_SEEDS = 300_000  # the order of a round's pairs: step_rng(seed, ORDER_SEEDS + round)
 
 
 @dataclass(frozen=True)
-class OnlineRound:
-    """One round: the policy's samples, their normalised rewards, the pairs they formed (in the
-    order the round's updates take them) and what was measured on the samples."""
+class RoundSamples:
+    """A round's samples, the objectives' raw scores of them, and how many rounds of updates the
+    policy that sampled them had had (the round's own index when it sampled on-policy)."""
 
     index: int
-    samples: list[Candidate]
-    r_hat: np.ndarray  # (P*k, K)
-    pairs: list[PreferencePair]
-    metrics: dict[str, float]
+    samples: list[Candidate]  # (P*k,), k per prompt, each at its prompt's weighting
+    raw: dict[str, np.ndarray]  # objective -> (P*k,)
+    policy_rounds: int
 
     def to_json(self) -> dict:
         return {
             "round": self.index + 1,
-            "metrics": self.metrics,
+            "policy_rounds": self.policy_rounds,
             "samples": [
-                {**asdict(s), "r_hat": r.tolist()}
-                for s, r in zip(self.samples, self.r_hat, strict=True)
+                {**asdict(s), "raw": {n: float(v[i]) for n, v in self.raw.items()}}
+                for i, s in enumerate(self.samples)
             ],
-            "pairs": [asdict(p) for p in self.pairs],
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> OnlineRound:
+    def from_json(cls, data: dict) -> RoundSamples:
+        rows = data["samples"]
         samples = [
             Candidate(s["prompt"], s["text"], s["tokens"], tuple(s["weights"]), s["ended"])
-            for s in data["samples"]
+            for s in rows
         ]
+        raw = {n: np.array([s["raw"][n] for s in rows], dtype=np.float64) for n in rows[0]["raw"]}
+        return cls(data["round"] - 1, samples, raw, data["policy_rounds"])
+
+
+class RoundSampler(Protocol):
+    """Where online-dpo's rounds come from: `PolicySampler` samples them in the learner, on
+    the policy as it is; `steering.serve.llamacpp_sampler` in a process of its own on llama.cpp,
+    one round behind, while the learner trains."""
+
+    def publish(self, trainer: Trainer, rounds_done: int) -> None:
+        """Called at the start of every round: the policy has had `rounds_done` rounds."""
+
+    def samples(self, trainer: Trainer, index: int) -> RoundSamples:
+        """Round `index`'s samples and their raw scores."""
+
+
+class PolicySampler:
+    """Each round sampled by the learner's own policy, between its updates (on-policy)."""
+
+    def publish(self, trainer: Trainer, rounds_done: int) -> None:
+        pass  # the policy is already here
+
+    def samples(self, trainer: Trainer, index: int) -> RoundSamples:
+        cfg = trainer.config
+        rng = step_rng(cfg.seed, index, trainer.accelerator.process_index)
+        sampled = trainer.sample_responses(rng, cfg.temperature)
+        tokens = sampled.batch.response_mask.sum(dim=1).tolist()  # (P*k,)
+        samples = [
+            Candidate(prompt, text, n, tuple(w.tolist()), ended)
+            for prompt, text, n, w, ended in zip(
+                sampled.prompts, sampled.texts, tokens, sampled.weights, sampled.ended, strict=True
+            )
+        ]
+        raw = score(trainer.objectives, sampled.prompts, sampled.texts)
+        return RoundSamples(index, samples, raw, policy_rounds=index)
+
+
+@dataclass(frozen=True)
+class OnlineRound:
+    """One round: its samples, the pairs they formed (in the order the round's updates take
+    them) and what was measured on the samples."""
+
+    sampled: RoundSamples
+    pairs: list[PreferencePair]
+    metrics: dict[str, float]
+
+    @property
+    def index(self) -> int:
+        return self.sampled.index
+
+    def to_json(self) -> dict:
+        pairs = [asdict(p) for p in self.pairs]
+        return {**self.sampled.to_json(), "metrics": self.metrics, "pairs": pairs}
+
+    @classmethod
+    def from_json(cls, data: dict) -> OnlineRound:
         pairs = [PreferencePair(**{**p, "weights": tuple(p["weights"])}) for p in data["pairs"]]
-        r_hat = np.array([s["r_hat"] for s in data["samples"]], dtype=np.float64)
-        return cls(data["round"] - 1, samples, r_hat, pairs, data["metrics"])
+        return cls(RoundSamples.from_json(data), pairs, data["metrics"])
 
 
 def preference_pair(
@@ -106,28 +165,24 @@ def preference_pair(
     )
 
 
-def sample_round(trainer: Trainer, index: int) -> OnlineRound:
-    """Sample round `index` from the current policy, score it and form its pairs."""
-    cfg = trainer.config
-    rng = step_rng(cfg.seed, index, trainer.accelerator.process_index)
-    sampled = trainer.sample_responses(rng, cfg.temperature)
-    batch = sampled.batch
-    r_hat = trainer.normalised(score(trainer.objectives, sampled.prompts, sampled.texts))
-    args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
+def samples_kl(trainer: Trainer, samples: list[Candidate]) -> torch.Tensor:
+    """(P*k,) sequence KL of the policy, as it is now, to the base model on the samples."""
+    w = np.array([s.weights for s in samples])
+    texts, ended = [s.text for s in samples], [s.ended for s in samples]
+    args, conditioning = trainer.encode_examples([s.prompt for s in samples], w, texts, ended)
     with torch.no_grad():
         with adapters_off(trainer.unwrapped):
             ref = sequence_logprobs(trainer.unwrapped, *args)  # (P*k, T)
-        with conditioned(trainer.unwrapped, trainer.bank, sampled.conditioning.weights):
+        with conditioned(trainer.unwrapped, trainer.bank, conditioning.weights):
             logprobs = sequence_logprobs(trainer.unwrapped, *args)  # (P*k, T)
-    kl = sequence_kl(logprobs, ref, batch.response_mask)  # (P*k,)
-    tokens = batch.response_mask.sum(dim=1)  # (P*k,)
-    samples = [
-        Candidate(prompt, text, int(n), tuple(w.tolist()), ended)
-        for prompt, text, n, w, ended in zip(
-            sampled.prompts, sampled.texts, tokens, sampled.weights, sampled.ended, strict=True
-        )
-    ]
-    k = cfg.samples
+    return sequence_kl(logprobs, ref, args[3])
+
+
+def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
+    """Normalise a round's scores, form its pairs and measure it."""
+    cfg = trainer.config
+    samples, k = sampled.samples, cfg.samples
+    r_hat = trainer.normalised(sampled.raw)  # (P*k, K)
     pairs = [
         pair
         for start in range(0, len(samples), k)
@@ -137,20 +192,23 @@ def sample_round(trainer: Trainer, index: int) -> OnlineRound:
             )
         )
     ]
+    rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
-    reward = scalarise(torch.as_tensor(sampled.weights), torch.as_tensor(r_hat))  # (P*k,)
+    w = torch.tensor([s.weights for s in samples], dtype=torch.float64)  # (P*k, K)
+    reward = scalarise(w, torch.as_tensor(r_hat))  # (P*k,)
     metrics = {f"rewards/{n}": float(r_hat[:, i].mean()) for i, n in enumerate(trainer.objectives)}
     metrics.update(
         {
             "rewards/scalarised": float(reward.mean()),
-            "losses/kl": float(kl.mean()),
+            "losses/kl": float(samples_kl(trainer, samples).mean()),
             # the floor's definition at its default, so runs with and without it compare
             "quality/degenerate": float(np.mean([degenerate(s.text, s.ended) for s in samples])),
-            "lengths/samples": float(tokens.float().mean()),
+            "lengths/samples": float(np.mean([s.tokens for s in samples])),
             "pairs": float(len(pairs)),
+            "rounds/lag": float(sampled.index - sampled.policy_rounds),
         }
     )
-    return OnlineRound(index, samples, r_hat, pairs, metrics)
+    return OnlineRound(sampled, pairs, metrics)
 
 
 def round_path(trainer: Trainer, index: int) -> Path:
@@ -203,8 +261,12 @@ def update(trainer: Trainer, record: OnlineRound, update_index: int) -> dict[str
     return {**record.metrics, **trainer.dpo_step(batch)}
 
 
-def run_online(trainer: Trainer) -> None:
+def run_online(trainer: Trainer, sampler: RoundSampler | None = None) -> None:
     cfg = trainer.config
+    if sampler is None:
+        if cfg.sampler != "torch":
+            raise UserError(f"--sampler {cfg.sampler} runs through `python -m steering train`")
+        sampler = PolicySampler()
     if cfg.init_from and not cfg.resume:
         start_from(trainer, Path(cfg.init_from))
     total = cfg.rounds * cfg.updates_per_round
@@ -217,11 +279,13 @@ def run_online(trainer: Trainer) -> None:
     record: OnlineRound | None = None
     while trainer.state.step < total:
         index, update_index = divmod(trainer.state.step, cfg.updates_per_round)
-        if record is None or record.index != index:
-            # mid-round only after a resume: the interrupted run sampled this round already
-            record = read_round(trainer, index) if update_index else sample_round(trainer, index)
-            if not update_index:
-                write_round(trainer, record)
+        if update_index and (record is None or record.index != index):
+            # only after a resume in the middle of a round, which the interrupted run sampled
+            record = read_round(trainer, index)
+        elif not update_index:
+            sampler.publish(trainer, index)
+            record = form_round(trainer, sampler.samples(trainer, index))
+            write_round(trainer, record)
         metrics = trainer.mean_across_processes(update(trainer, record, update_index))
         trainer.state.step += 1
         trainer.log({"step": trainer.state.step, "round": index + 1, **metrics})

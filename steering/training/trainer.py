@@ -24,7 +24,8 @@ Algorithms (how):
   the weighting rejects.
 - online-dpo (`online`): the dpo step on the policy's own samples, round after round: k responses
   per prompt and w, the best by w . r_hat that clears the quality floor (--min-words) preferred
-  to the worst; --updates-per-round steps, then the next round samples from the updated policy.
+  to the worst; --updates-per-round steps, then the next round samples from the updated policy
+  (--sampler llamacpp: on llama.cpp in a second process, one round behind, while this one trains).
 All rsf and dpo runs pick from the same candidate pool, so they get the same budget of generated
 samples.
 
@@ -79,6 +80,7 @@ from steering.training.records import (
     PolicySamples,
     PreferencePair,
     SftExample,
+    sample_request,
     sample_weightings,
     weighting_count,
 )
@@ -238,31 +240,25 @@ class Trainer:
     def sample_responses(self, rng: np.random.Generator, temperature: float) -> PolicySamples:
         """k (--samples) responses from the policy to each of --prompts-per-step prompts, each
         prompt at its own weighting, all drawn from rng."""
-        cfg = self.config
-        chosen = rng.choice(
-            len(self.prompts), size=min(cfg.prompts_per_step, len(self.prompts)), replace=False
-        )
-        weights = sample_weightings(
-            cfg.method, len(self.objectives), len(chosen), cfg.dirichlet_alpha, rng
-        )
-        prompts = [self.prompts[i] for i in chosen for _ in range(cfg.samples)]
-        w_rows = np.repeat(weights, cfg.samples, axis=0)  # (P*k, K)
-        model_prompts, conditioning = self.condition(prompts, w_rows)
+        request = sample_request(self.config, self.prompts, len(self.objectives), rng)
+        model_prompts, conditioning = self.condition(request.prompts, request.weights)
         batch = sample_batch(
             self.unwrapped,
             self.base.tokenizer,
             model_prompts,
             conditioning,
-            max_new_tokens=cfg.max_new_tokens,
+            max_new_tokens=self.config.max_new_tokens,
             temperature=temperature,
             top_p=1.0,
-            seed=int(rng.integers(2**31)),
+            seed=request.seed,
         )
         stops = stop_token_ids(self.unwrapped, self.base.tokenizer)
         # (P*k,) a stop token came before the token limit (padding only ever follows one)
         ended = torch.isin(batch.response_ids, torch.tensor(sorted(stops))).any(dim=1)
         texts = batch_texts(self.base.tokenizer, batch, stops)
-        return PolicySamples(prompts, w_rows, conditioning, batch, texts, ended.tolist())
+        return PolicySamples(
+            request.prompts, request.weights, conditioning, batch, texts, ended.tolist()
+        )
 
     def rloo_step(self, step: int) -> dict[str, float]:
         cfg = self.config
@@ -448,14 +444,16 @@ class Trainer:
                 schedule.extend((r, e, b) for b in range(per_epoch))
         return schedule
 
-    def run(self) -> Path:
+    def run(self, sampler=None) -> Path:
+        """Train and save; `sampler` is where online-dpo's rounds come from (an
+        `online.RoundSampler`; default: the trainer's own policy)."""
         try:
             if self.config.algo == "rloo":
                 self.run_rloo()
             elif self.config.algo == "online-dpo":
                 from steering.training.online import run_online  # it imports this module
 
-                run_online(self)
+                run_online(self, sampler)
             else:
                 self.run_rsf()
         except KeyboardInterrupt:

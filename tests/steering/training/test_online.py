@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_training import PROMPTS, tiny_config
 from torch.testing import assert_close
+from training_fixtures import PROMPTS, tiny_config
 
 from steering.errors import UserError
 from steering.model.mixing import bank_parameters
@@ -189,3 +189,7 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="online-dpo", min_words=-1)
     with pytest.raises(UserError, match="init_from is used only by online-dpo"):
         TrainConfig(algo="dpo", init_from="assets/adapters/clp")
+    with pytest.raises(UserError, match="sampler is used only by online-dpo"):
+        TrainConfig(algo="rloo", sampler="llamacpp")
+    with pytest.raises(UserError, match="sampler 'vllm' is unknown; choose one of torch, llamacpp"):
+        TrainConfig(algo="online-dpo", sampler="vllm")

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from tiny_training import OBJECTIVES, PROMPTS, tiny_config
 from torch.testing import assert_close
+from training_fixtures import OBJECTIVES, PROMPTS, tiny_config
 
 from steering.errors import UserError
 from steering.model.generate import sequence_logprobs
