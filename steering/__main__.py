@@ -128,7 +128,13 @@ def cmd_train(args) -> None:
     from steering.training.trainer import train
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    out = train(TrainConfig(**values))
+    config = TrainConfig(**values)
+    if config.sampler == "llamacpp":
+        from steering.serve.llamacpp_sampler import train_on_llamacpp
+
+        out = train_on_llamacpp(config)
+    else:
+        out = train(config)
     print(f"adapter written to {out}")
 
 

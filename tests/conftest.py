@@ -11,8 +11,9 @@ from transformers import AutoTokenizer
 
 from steering.model.policy import BaseModel, BaseModelIdentity, default_gguf_path
 
-# tiny on-disk model and adapters (the `tiny_env` fixture) for the app, CLI and evaluation tests
-pytest_plugins = ["app_fixtures"]
+# tiny on-disk model and adapters (the `tiny_env` fixture) for the app, CLI and evaluation tests;
+# the tiny training setup for the trainer tests
+pytest_plugins = ["app_fixtures", "training_fixtures"]
 
 
 @pytest.fixture(scope="session")

@@ -448,8 +448,18 @@ def load_bank(
             f"adapter in {directory} was trained for objectives {', '.join(metadata.spec.objectives)}, "
             f"not {', '.join(objectives)}"
         )
+    attach(model, name, metadata.spec)
+    fill_bank(model, name, directory, metadata)
+    return metadata
+
+
+def fill_bank(
+    model: nn.Module, name: str, directory: str | Path, metadata: AdapterMetadata
+) -> None:
+    """Copy the tensors saved in `directory` into the attached bank `name`, in place (its
+    parameters stay the objects an optimizer may hold), refusing other layers or shapes."""
     tensors = read_bank_tensors(directory, metadata)
-    layers = attach(model, name, metadata.spec)
+    layers = [layer for layer in mixed_layers(model) if name in layer.banks]
     names = {id(m): n for n, m in model.named_modules()}
     if set(tensors) != {names[id(layer)] for layer in layers}:
         raise UserError(f"adapter in {directory} does not match this model's layers")
@@ -461,4 +471,3 @@ def load_bank(
                 raise UserError(f"adapter in {directory} does not match this model's layer shapes")
             bank.A.copy_(a)
             bank.B.copy_(b)
-    return metadata

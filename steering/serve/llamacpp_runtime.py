@@ -130,6 +130,22 @@ class LlamaCppRuntime:
             self._adapters[path] = handle
         return self._adapters[path]
 
+    def release(self, paths: tuple[Path, ...]) -> None:
+        """Free the adapters loaded from `paths` and every merged adapter built from them: a
+        sampler that moves on to each new version of the adapters keeps none of the old ones."""
+        import llama_cpp
+
+        def job() -> None:
+            self.set_adapters([])  # none of them may stay on the context
+            for key in [k for k in self._merged if any(path in paths for path, _ in k)]:
+                llama_cpp.llama_adapter_lora_free(self._merged.pop(key))
+            for path in paths:
+                if path in self._adapters:
+                    llama_cpp.llama_adapter_lora_free(self._adapters.pop(path))
+
+        self.submit(job).result()
+        _lora_file.cache_clear()
+
     def submit(self, job, *args) -> Future:
         """Run job(*args) on the compute thread, holding `lock`."""
 

@@ -6,4 +6,6 @@
 - `records`: the named training examples and the one sampler of training weightings.
 - `losses`: the pure pieces of the training objectives.
 - `trainer`: `Trainer` and `train(config)`.
+- `online`: online-dpo's rounds, sampled from the policy and trained on at once.
+- `floor`: the quality floor: which answers online-dpo never chooses.
 """

@@ -11,9 +11,10 @@ from steering.errors import UserError
 from steering.prompts import TRAIN_PROMPTS
 
 TRAINED_METHODS = ("clp", "prompt", "soups")
-ALGOS = ("rloo", "rsf", "dpo")
+ALGOS = ("rloo", "rsf", "dpo", "online-dpo")
 SELECTIONS = ("zscore", "rank")
 SFT_LOSSES = ("sequence", "token")
+SAMPLERS = ("torch", "llamacpp")
 
 
 @dataclass
@@ -23,8 +24,9 @@ class TrainConfig:
     prompt, one adapter) or soups (each of the K adapters alone at its corner w = e_k)"""
     algo: str = "rsf"
     """rloo (online REINFORCE, leave-one-out baseline, KL penalty), rsf (conditioned
-    rejection-sampling finetuning on a candidate pool) or dpo (conditioned preference
-    optimisation of the best over the worst candidate of the same pool)"""
+    rejection-sampling finetuning on a candidate pool), dpo (conditioned preference
+    optimisation of the best over the worst candidate of the same pool) or online-dpo (the same
+    preference optimisation on the current policy's own samples, round after round)"""
     objectives: str = ""
     """comma-separated objective names, in the order the weights refer to (default: every
     objective of --objectives-file in its order, else positivity,conciseness,relevance)"""
@@ -59,37 +61,56 @@ class TrainConfig:
     steps: int = 100
     """rloo: number of optimisation steps"""
     prompts_per_step: int = 4
-    """rloo: prompts per step (each with its own weighting)"""
+    """rloo: prompts per step; online-dpo: prompts per round (each with its own weighting)"""
     samples: int = 4
-    """rloo: responses per prompt, k (the leave-one-out baseline needs k >= 2)"""
+    """rloo, online-dpo: responses per prompt, k (the leave-one-out baseline and a preference
+    pair need k >= 2)"""
     beta: float = 0.05
-    """rloo: weight of the KL penalty to the frozen base model; dpo: the DPO beta, the strength
-    of the implicit KL regularisation to the frozen base model"""
+    """rloo: weight of the KL penalty to the frozen base model; dpo, online-dpo: the DPO beta, the
+    strength of the implicit KL regularisation to the frozen base model"""
     rounds: int = 1
-    """rsf, dpo: rounds; round 1 picks from the base pool, later rounds sample from the policy"""
+    """rsf, dpo: rounds; round 1 picks from the base pool, later rounds sample from the policy;
+    online-dpo: rounds, each sampling from the policy as the previous round's updates left it"""
+    updates_per_round: int = 1
+    """online-dpo: DPO updates on each round's pairs before the next round samples, each on
+    --batch-size pairs taken in turn (starting over when the round's pairs run out)"""
+    min_words: int = 5
+    """online-dpo: the quality floor: a sample that is empty, has fewer than N words or was cut
+    off by --max-new-tokens is never the chosen answer of a pair, only ever the rejected one
+    (0: no floor)"""
+    init_from: str = ""
+    """online-dpo: adapter directory to start from (e.g. assets/adapters/clp, trained for the
+    same method, objectives, variant, rank and alpha on the same base model); empty: fresh
+    adapters, which leave the base model unchanged"""
+    sampler: str = "torch"
+    """online-dpo: where rounds are sampled: torch (by the learner between its updates, from the
+    policy as it is) or llamacpp (a second process samples the next round on llama.cpp while the
+    learner trains on the last one, from the policy one round behind; needs a GGUF base model)"""
     weightings_per_prompt: int = 3
     """rsf, dpo: weightings drawn per prompt and round (soups: that many of the K corners
     w = e_k, drawn at random, or all K when it is K or more)"""
     epochs: int = 1
     """rsf, dpo: passes over each round's selected examples"""
     selection: str = "zscore"
-    """rsf, dpo: how candidates are compared for a weighting w: zscore (w . r_hat, rewards as
-    z-scores under the base-model calibration) or rank (w . each objective's percentile rank
-    among the prompt's candidates, so every objective spans the same range whatever its spread)"""
+    """rsf, dpo, online-dpo: how candidates are compared for a weighting w: zscore (w . r_hat,
+    rewards as z-scores under the base-model calibration) or rank (w . each objective's percentile
+    rank among the prompt's candidates, so every objective spans the same range whatever its
+    spread)"""
     sft_weight: float = 0.0
-    """dpo: weight of the chosen responses' negative log-likelihood (averaged as --sft-loss
-    says) added to the DPO loss, which keeps the preferred answers likely while the rejected
-    ones are pushed down (the NLL term of Pang et al. 2024's iterative RPO)"""
+    """dpo, online-dpo: weight of the chosen responses' negative log-likelihood (averaged as
+    --sft-loss says) added to the DPO loss, which keeps the preferred answers likely while the
+    rejected ones are pushed down (the NLL term of Pang et al. 2024's iterative RPO)"""
     sft_loss: str = "sequence"
     """rsf and dpo's --sft-weight term: how a batch's token log-likelihoods are averaged:
     sequence (each target's mean token log-prob, so every target counts alike, however short)
     or token (the mean over all target tokens of the batch, so a long target counts more)"""
     batch_size: int = 16
-    """rsf, dpo: examples (dpo: preference pairs) per finetuning step"""
+    """rsf, dpo, online-dpo: examples (dpo, online-dpo: preference pairs) per finetuning step"""
     max_new_tokens: int = 80
     """longest sampled response, in tokens"""
     temperature: float = 0.9
-    """sampling temperature for candidate pools (rloo always samples at 1.0 to stay on-policy)"""
+    """sampling temperature for candidate pools and online-dpo rounds (rloo always samples at 1.0
+    to stay on-policy)"""
     seed: int = 0
     """seed of every random choice"""
     checkpoint_every: int = 20
@@ -114,6 +135,12 @@ class TrainConfig:
             raise UserError(
                 "rloo needs at least 2 samples per prompt for the leave-one-out baseline"
             )
+        if self.algo == "online-dpo":
+            self.check_online()
+        elif self.init_from:
+            raise UserError("init_from is used only by online-dpo")
+        elif self.sampler != "torch":
+            raise UserError("sampler is used only by online-dpo")
         if self.dirichlet_alpha <= 0:
             raise UserError("dirichlet_alpha must be positive")
         if self.selection not in SELECTIONS:
@@ -124,6 +151,19 @@ class TrainConfig:
             raise UserError(
                 f"sft_loss {self.sft_loss!r} is unknown; choose one of {', '.join(SFT_LOSSES)}"
             )
+
+    def check_online(self) -> None:
+        if self.samples < 2:
+            raise UserError("online-dpo needs at least 2 samples per prompt to form a pair")
+        for name in ("rounds", "updates_per_round", "prompts_per_step", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.sampler not in SAMPLERS:
+            raise UserError(
+                f"sampler {self.sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}"
+            )
+        if self.min_words < 0:
+            raise UserError(f"min_words must not be negative (0: no floor), got {self.min_words}")
 
     @property
     def objective_names(self) -> tuple[str, ...]:

@@ -1,8 +1,12 @@
-"""What the pool-based algorithms train on, and the weightings they are drawn at.
+"""What the algorithms train on, and the weightings they are drawn at.
 
 - `SftExample`: rsf's record, a prompt, the candidate a weighting w selected and whether that
   candidate ended on its own (so its target ends with the end-of-turn token).
-- `PreferencePair`: dpo's record, the chosen (best for w) and rejected (worst for w) candidates.
+- `PreferencePair`: dpo's and online-dpo's record, the chosen (best for w) and rejected (worst
+  for w) candidates.
+- `SampleRequest`: what an rloo step or an online-dpo round asks the policy for, drawn by
+  `sample_request` (the same draws on torch and on llama.cpp); `PolicySamples`: the responses,
+  with the weightings and token ids they were sampled with.
 - `sample_weightings`: the one sampler of training weightings, for rloo steps, later rounds'
   pools and the selection of examples. It only ever consumes `rng` as the step it serves did
   before there was one sampler, so every seeded run and every resumed run draws the same w.
@@ -15,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from steering.evaluation.pareto import sample_dirichlet
+from steering.model.generate import Conditioning, SampledBatch
+from steering.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,44 @@ class PreferencePair:
     rejected: str
     rejected_ended: bool
     weights: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """P prompts, each k times, every row at its prompt's weighting, and the sampling seed."""
+
+    prompts: list[str]  # (P*k,) as the user wrote them (prompt conditioning adds w later)
+    weights: np.ndarray  # (P*k, K)
+    seed: int
+
+
+def sample_request(
+    config: TrainConfig, prompts: list[str], k: int, rng: np.random.Generator
+) -> SampleRequest:
+    """--prompts-per-step of the prompts, each with a weighting of the K objectives and repeated
+    --samples times, and the seed of their sampling, all drawn from rng."""
+    chosen = rng.choice(
+        len(prompts), size=min(config.prompts_per_step, len(prompts)), replace=False
+    )
+    weights = sample_weightings(config.method, k, len(chosen), config.dirichlet_alpha, rng)
+    return SampleRequest(
+        [prompts[i] for i in chosen for _ in range(config.samples)],
+        np.repeat(weights, config.samples, axis=0),
+        int(rng.integers(2**31)),
+    )
+
+
+@dataclass(frozen=True)
+class PolicySamples:
+    """Responses sampled from the policy: P prompts, k rows each, every row under its prompt's
+    weighting."""
+
+    prompts: list[str]  # (P*k,) as the user wrote them (prompt conditioning adds w later)
+    weights: np.ndarray  # (P*k, K)
+    conditioning: Conditioning  # what the model was run with
+    batch: SampledBatch  # the token ids, for log-probs on the same responses
+    texts: list[str]  # (P*k,)
+    ended: list[bool]  # (P*k,) False where the token limit cut the response off
 
 
 def weighting_count(method: str, k: int, n: int, distinct_corners: bool = False) -> int:

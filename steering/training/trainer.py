@@ -2,6 +2,7 @@
 
     python -m steering train --method clp --algo rsf --out assets/adapters/clp
     python -m steering train --method clp --algo rloo --steps 200 --out runs/clp-rloo
+    python -m steering train --method clp --algo online-dpo --rounds 100 --out runs/clp-online
     accelerate launch --num_processes 2 --cpu -m steering train --method clp --algo rloo ...
 
 Methods (what is trained):
@@ -21,6 +22,10 @@ Algorithms (how):
   preference against the frozen base model (Rafailov et al. 2023, conditioned on w as in
   Guo et al. 2024's controllable preference optimisation). Unlike rsf it also learns from what
   the weighting rejects.
+- online-dpo (`online`): the dpo step on the policy's own samples, round after round: k responses
+  per prompt and w, the best by w . r_hat that clears the quality floor (--min-words) preferred
+  to the worst; --updates-per-round steps, then the next round samples from the updated policy
+  (--sampler llamacpp: on llama.cpp in a second process, one round behind, while this one trains).
 All rsf and dpo runs pick from the same candidate pool, so they get the same budget of generated
 samples.
 
@@ -73,8 +78,10 @@ from steering.training.losses import (
 )
 from steering.training.pool import Candidate, read_pool, sample_pool, sentence_prefixes
 from steering.training.records import (
+    PolicySamples,
     PreferencePair,
     SftExample,
+    sample_request,
     sample_weightings,
     weighting_count,
 )
@@ -238,38 +245,41 @@ class Trainer:
         self.accelerator.backward(loss)
         self.optimizer.step()
 
-    def rloo_step(self, step: int) -> dict[str, float]:
-        cfg = self.config
-        rng = step_rng(cfg.seed, step, self.accelerator.process_index)
-        chosen = rng.choice(
-            len(self.prompts), size=min(cfg.prompts_per_step, len(self.prompts)), replace=False
-        )
-        weights = sample_weightings(
-            cfg.method, len(self.objectives), len(chosen), cfg.dirichlet_alpha, rng
-        )
-        prompts = [self.prompts[i] for i in chosen for _ in range(cfg.samples)]
-        w_rows = np.repeat(weights, cfg.samples, axis=0)  # (P*k, K)
-        model_prompts, conditioning = self.condition(prompts, w_rows)
+    def sample_responses(self, rng: np.random.Generator, temperature: float) -> PolicySamples:
+        """k (--samples) responses from the policy to each of --prompts-per-step prompts, each
+        prompt at its own weighting, all drawn from rng."""
+        request = sample_request(self.config, self.prompts, len(self.objectives), rng)
+        model_prompts, conditioning = self.condition(request.prompts, request.weights)
         batch = sample_batch(
             self.unwrapped,
             self.base.tokenizer,
             model_prompts,
             conditioning,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=1.0,
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=temperature,
             top_p=1.0,
-            seed=int(rng.integers(2**31)),
+            seed=request.seed,
         )
-        texts = batch_texts(
-            self.base.tokenizer, batch, stop_token_ids(self.unwrapped, self.base.tokenizer)
+        stops = stop_token_ids(self.unwrapped, self.base.tokenizer)
+        # (P*k,) a stop token came before the token limit (padding only ever follows one)
+        ended = torch.isin(batch.response_ids, torch.tensor(sorted(stops))).any(dim=1)
+        texts = batch_texts(self.base.tokenizer, batch, stops)
+        return PolicySamples(
+            request.prompts, request.weights, conditioning, batch, texts, ended.tolist()
         )
+
+    def rloo_step(self, step: int) -> dict[str, float]:
+        cfg = self.config
+        rng = step_rng(cfg.seed, step, self.accelerator.process_index)
+        sampled = self.sample_responses(rng, temperature=1.0)
+        prompts, texts, batch = sampled.prompts, sampled.texts, sampled.batch
         r_hat = self.normalised(self.objective_set.score(prompts, texts))  # (P*k, K)
-        w = torch.as_tensor(w_rows, dtype=torch.float32)
+        w = torch.as_tensor(sampled.weights, dtype=torch.float32)
         reward = scalarise(w, torch.as_tensor(r_hat, dtype=torch.float32))  # (P*k,)
         args = (batch.prompt_ids, batch.prompt_mask, batch.response_ids, batch.response_mask)
         with torch.no_grad(), adapters_off(self.unwrapped):
             ref = sequence_logprobs(self.unwrapped, *args)  # (P*k, T)
-        with conditioned(self.unwrapped, self.bank, conditioning.weights):
+        with conditioned(self.unwrapped, self.bank, sampled.conditioning.weights):
             logprobs = sequence_logprobs(self.model, *args)  # (P*k, T)
         kl = sequence_kl(logprobs.detach(), ref, batch.response_mask)  # (P*k,)
         total = reward - cfg.beta * kl  # R = r_w - beta * KL
@@ -442,10 +452,16 @@ class Trainer:
                 schedule.extend((r, e, b) for b in range(per_epoch))
         return schedule
 
-    def run(self) -> Path:
+    def run(self, sampler=None) -> Path:
+        """Train and save; `sampler` is where online-dpo's rounds come from (an
+        `online.RoundSampler`; default: the trainer's own policy)."""
         try:
             if self.config.algo == "rloo":
                 self.run_rloo()
+            elif self.config.algo == "online-dpo":
+                from steering.training.online import run_online  # it imports this module
+
+                run_online(self, sampler)
             else:
                 self.run_rsf()
         except KeyboardInterrupt:

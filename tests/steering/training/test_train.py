@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
+from training_fixtures import OBJECTIVES, PROMPTS, tiny_config
 
 from steering.errors import UserError
 from steering.model.generate import sequence_logprobs
@@ -22,40 +23,6 @@ from steering.training.losses import (
 )
 from steering.training.records import PreferencePair, SftExample
 from steering.training.trainer import Trainer
-
-OBJECTIVES = "positivity,conciseness"
-PROMPTS = [
-    "Write a kind note to a neighbour.",
-    "Describe a rainy day.",
-    "Review a cheap hotel.",
-    "Give one tip for sleep.",
-]
-
-
-@pytest.fixture
-def prompts_file(tmp_path):
-    path = tmp_path / "prompts.jsonl"
-    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
-    return path
-
-
-def tiny_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
-    values = dict(
-        objectives=OBJECTIVES,
-        prompts=str(prompts_file),
-        out=str(tmp_path / "run"),
-        pool=str(tmp_path / "pool.jsonl"),
-        pool_samples=2,
-        max_new_tokens=6,
-        prompts_per_step=2,
-        samples=2,
-        batch_size=4,
-        rank=2,
-        lr=1e-2,
-        dtype="float32",
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
 
 
 def test_percentile_ranks_by_hand():

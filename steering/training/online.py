@@ -1,0 +1,299 @@
+"""Online conditioned DPO (`--algo online-dpo`): preference optimisation on the policy's own
+samples, round after round.
+
+Round r:
+1. draw --prompts-per-step prompts and a weighting w for each (`sample_weightings`: Dirichlet
+   rows for clp and prompt, corners w = e_k for soups), from a generator seeded with
+   (seed, r, process);
+2. the current policy, conditioned on w as the method says (`method_conditioning`), samples
+   k = --samples responses per prompt;
+3. the objectives score them, normalised with the base-model calibration (r_hat);
+4. per prompt, the best sample by w . r_hat (--selection rank: by w . each objective's percentile
+   rank among the k) that clears the quality floor (`floor.degenerate`) is preferred to the worst
+   sample of all: one `PreferencePair` per prompt;
+5. --updates-per-round conditioned DPO steps (`Trainer.dpo_step`, with the --sft-weight NLL of
+   the chosen answers) on the round's pairs update all adapters jointly.
+The next round samples from the updated policy (`PolicySampler`). With --sampler llamacpp
+(`steering.serve.llamacpp_sampler`) a second process samples round r + 1 on llama.cpp while the
+learner trains on round r, from the policy as it was when round r began: one round off-policy,
+`rounds/lag` in the metrics. --init-from starts from trained adapters instead of fresh ones; the
+DPO reference stays the frozen base model either way.
+
+Each round's samples, rewards, pairs and measurements are written to OUT/rounds/ before its
+updates: a run resumed in the middle of a round trains on the pairs the interrupted run sampled,
+so it continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from steering.errors import UserError
+from steering.model.generate import sequence_logprobs
+from steering.model.mixing import (
+    AdapterSpec,
+    adapters_off,
+    check_base_model,
+    conditioned,
+    fill_bank,
+    read_metadata,
+)
+from steering.training.floor import degenerate
+from steering.training.losses import percentile_ranks, scalarise, sequence_kl
+from steering.training.pool import Candidate
+from steering.training.records import PreferencePair
+from steering.training.trainer import Trainer, step_rng
+
+ROUNDS_DIR = "rounds"
+ORDER_SEEDS = 300_000  # the order of a round's pairs: step_rng(seed, ORDER_SEEDS + round)
+
+
+@dataclass(frozen=True)
+class RoundSamples:
+    """A round's samples, the objectives' raw scores of them, and how many rounds of updates the
+    policy that sampled them had had (the round's own index when it sampled on-policy)."""
+
+    index: int
+    samples: list[Candidate]  # (P*k,), k per prompt, each at its prompt's weighting
+    raw: dict[str, np.ndarray]  # objective -> (P*k,)
+    policy_rounds: int
+
+    def to_json(self) -> dict:
+        return {
+            "round": self.index + 1,
+            "policy_rounds": self.policy_rounds,
+            "samples": [
+                {**asdict(s), "raw": {n: float(v[i]) for n, v in self.raw.items()}}
+                for i, s in enumerate(self.samples)
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> RoundSamples:
+        rows = data["samples"]
+        samples = [
+            Candidate(s["prompt"], s["text"], s["tokens"], tuple(s["weights"]), s["ended"])
+            for s in rows
+        ]
+        raw = {n: np.array([s["raw"][n] for s in rows], dtype=np.float64) for n in rows[0]["raw"]}
+        return cls(data["round"] - 1, samples, raw, data["policy_rounds"])
+
+
+class RoundSampler(Protocol):
+    """Where online-dpo's rounds come from: `PolicySampler` samples them in the learner, on
+    the policy as it is; `steering.serve.llamacpp_sampler` in a process of its own on llama.cpp,
+    one round behind, while the learner trains."""
+
+    def publish(self, trainer: Trainer, rounds_done: int) -> None:
+        """Called at the start of every round: the policy has had `rounds_done` rounds."""
+
+    def samples(self, trainer: Trainer, index: int) -> RoundSamples:
+        """Round `index`'s samples and their raw scores."""
+
+
+class PolicySampler:
+    """Each round sampled by the learner's own policy, between its updates (on-policy)."""
+
+    def publish(self, trainer: Trainer, rounds_done: int) -> None:
+        pass  # the policy is already here
+
+    def samples(self, trainer: Trainer, index: int) -> RoundSamples:
+        cfg = trainer.config
+        rng = step_rng(cfg.seed, index, trainer.accelerator.process_index)
+        sampled = trainer.sample_responses(rng, cfg.temperature)
+        tokens = sampled.batch.response_mask.sum(dim=1).tolist()  # (P*k,)
+        samples = [
+            Candidate(prompt, text, n, tuple(w.tolist()), ended)
+            for prompt, text, n, w, ended in zip(
+                sampled.prompts, sampled.texts, tokens, sampled.weights, sampled.ended, strict=True
+            )
+        ]
+        raw = trainer.objective_set.score(sampled.prompts, sampled.texts)
+        return RoundSamples(index, samples, raw, policy_rounds=index)
+
+
+@dataclass(frozen=True)
+class OnlineRound:
+    """One round: its samples, the pairs they formed (in the order the round's updates take
+    them) and what was measured on the samples."""
+
+    sampled: RoundSamples
+    pairs: list[PreferencePair]
+    metrics: dict[str, float]
+
+    @property
+    def index(self) -> int:
+        return self.sampled.index
+
+    def to_json(self) -> dict:
+        pairs = [asdict(p) for p in self.pairs]
+        return {**self.sampled.to_json(), "metrics": self.metrics, "pairs": pairs}
+
+    @classmethod
+    def from_json(cls, data: dict) -> OnlineRound:
+        pairs = [PreferencePair(**{**p, "weights": tuple(p["weights"])}) for p in data["pairs"]]
+        return cls(RoundSamples.from_json(data), pairs, data["metrics"])
+
+
+def preference_pair(
+    samples: list[Candidate], r_hat: np.ndarray, selection: str, min_words: int
+) -> PreferencePair | None:
+    """The pair one prompt's k samples, all drawn at one weighting w, form: the best by
+    w . r_hat (`selection` rank: by w . each objective's percentile rank among the k) that is not
+    degenerate is chosen, the worst of all is rejected. None when every sample is degenerate or
+    the best allowed is no better than the worst."""
+    w = np.array(samples[0].weights)
+    value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
+    allowed = np.array([not degenerate(s.text, s.ended, min_words) for s in samples])
+    if not allowed.any():
+        return None
+    best = int(np.argmax(np.where(allowed, value, -np.inf)))
+    worst = int(np.argmin(value))
+    if value[best] <= value[worst]:
+        return None
+    chosen, rejected = samples[best], samples[worst]
+    return PreferencePair(
+        chosen.prompt, chosen.text, chosen.ended, rejected.text, rejected.ended, chosen.weights
+    )
+
+
+def samples_kl(trainer: Trainer, samples: list[Candidate]) -> torch.Tensor:
+    """(P*k,) sequence KL of the policy, as it is now, to the base model on the samples."""
+    w = np.array([s.weights for s in samples])
+    texts, ended = [s.text for s in samples], [s.ended for s in samples]
+    args, conditioning = trainer.encode_examples([s.prompt for s in samples], w, texts, ended)
+    with torch.no_grad():
+        with adapters_off(trainer.unwrapped):
+            ref = sequence_logprobs(trainer.unwrapped, *args)  # (P*k, T)
+        with conditioned(trainer.unwrapped, trainer.bank, conditioning.weights):
+            logprobs = sequence_logprobs(trainer.unwrapped, *args)  # (P*k, T)
+    return sequence_kl(logprobs, ref, args[3])
+
+
+def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
+    """Normalise a round's scores, form its pairs and measure it."""
+    cfg = trainer.config
+    samples, k = sampled.samples, cfg.samples
+    r_hat = trainer.normalised(sampled.raw)  # (P*k, K)
+    pairs = [
+        pair
+        for start in range(0, len(samples), k)
+        if (
+            pair := preference_pair(
+                samples[start : start + k], r_hat[start : start + k], cfg.selection, cfg.min_words
+            )
+        )
+    ]
+    rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
+    pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    w = torch.tensor([s.weights for s in samples], dtype=torch.float64)  # (P*k, K)
+    reward = scalarise(w, torch.as_tensor(r_hat))  # (P*k,)
+    metrics = {f"rewards/{n}": float(r_hat[:, i].mean()) for i, n in enumerate(trainer.objectives)}
+    metrics.update(
+        {
+            "rewards/scalarised": float(reward.mean()),
+            "losses/kl": float(samples_kl(trainer, samples).mean()),
+            # the floor's definition at its default, so runs with and without it compare
+            "quality/degenerate": float(np.mean([degenerate(s.text, s.ended) for s in samples])),
+            "lengths/samples": float(np.mean([s.tokens for s in samples])),
+            "pairs": float(len(pairs)),
+            "rounds/lag": float(sampled.index - sampled.policy_rounds),
+        }
+    )
+    return OnlineRound(sampled, pairs, metrics)
+
+
+def round_path(trainer: Trainer, index: int) -> Path:
+    process = trainer.accelerator.process_index
+    return trainer.out / ROUNDS_DIR / f"round-{index + 1:04d}.p{process}.json"
+
+
+def write_round(trainer: Trainer, record: OnlineRound) -> None:
+    path = round_path(trainer, record.index)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record.to_json()) + "\n")
+    tmp.replace(path)  # atomic: a resumed run never reads half a round
+
+
+def read_round(trainer: Trainer, index: int) -> OnlineRound:
+    path = round_path(trainer, index)
+    if not path.is_file():
+        raise UserError(f"cannot resume in the middle of round {index + 1}: {path} is missing")
+    return OnlineRound.from_json(json.loads(path.read_text()))
+
+
+def describe(spec: AdapterSpec) -> str:
+    return (
+        f"objectives {', '.join(spec.objectives)}, variant {spec.variant}, rank {spec.rank}, "
+        f"alpha {spec.alpha:g}"
+    )
+
+
+def start_from(trainer: Trainer, directory: Path) -> None:
+    """--init-from: fill the run's fresh adapters with the ones saved in `directory`."""
+    metadata = read_metadata(directory)
+    check_base_model(metadata, trainer.base.identity, directory)
+    if metadata.spec != trainer.spec:
+        raise UserError(
+            f"the adapter in {directory} has {describe(metadata.spec)}, not the "
+            f"{describe(trainer.spec)} of this run"
+        )
+    fill_bank(trainer.unwrapped, trainer.bank, directory, metadata)
+
+
+def update(trainer: Trainer, record: OnlineRound, update_index: int) -> dict[str, float]:
+    """Update `update_index` of a round: a DPO step on the next --batch-size of its pairs."""
+    pairs, size = record.pairs, trainer.config.batch_size
+    # every process must step together: a round with no pair on some process trains nothing
+    fewest = trainer.accelerator.gather(torch.tensor([len(pairs)])).min()
+    if int(fewest) == 0:
+        return dict(record.metrics)
+    batch = [pairs[(update_index * size + j) % len(pairs)] for j in range(min(size, len(pairs)))]
+    return {**record.metrics, **trainer.dpo_step(batch)}
+
+
+def run_online(trainer: Trainer, sampler: RoundSampler | None = None) -> None:
+    cfg = trainer.config
+    if sampler is None:
+        if cfg.sampler != "torch":
+            raise UserError(f"--sampler {cfg.sampler} runs through `python -m steering train`")
+        sampler = PolicySampler()
+    if cfg.init_from and not cfg.resume:
+        start_from(trainer, Path(cfg.init_from))
+    total = cfg.rounds * cfg.updates_per_round
+    bar = tqdm(
+        total=total,
+        initial=trainer.state.step,
+        desc=f"online-dpo {cfg.method}",
+        disable=not trainer.accelerator.is_main_process,
+    )
+    record: OnlineRound | None = None
+    while trainer.state.step < total:
+        index, update_index = divmod(trainer.state.step, cfg.updates_per_round)
+        if update_index and (record is None or record.index != index):
+            # only after a resume in the middle of a round, which the interrupted run sampled
+            record = read_round(trainer, index)
+        elif not update_index:
+            sampler.publish(trainer, index)
+            record = form_round(trainer, sampler.samples(trainer, index))
+            write_round(trainer, record)
+        metrics = trainer.mean_across_processes(update(trainer, record, update_index))
+        trainer.state.step += 1
+        trainer.log({"step": trainer.state.step, "round": index + 1, **metrics})
+        bar.update(1)
+        shown = {n: metrics[f"rewards/{n}"] for n in trainer.objectives}
+        shown.update(kl=metrics["losses/kl"], degenerate=metrics["quality/degenerate"])
+        if "losses/dpo" in metrics:
+            shown["dpo"] = metrics["losses/dpo"]
+        bar.set_postfix({name: f"{value:.3f}" for name, value in shown.items()})
+        if trainer.state.step % cfg.checkpoint_every == 0:
+            trainer.save_checkpoint()
+    bar.close()

@@ -1,0 +1,195 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+from training_fixtures import PROMPTS, tiny_config
+
+from steering.errors import UserError
+from steering.model.mixing import bank_parameters
+from steering.training.config import TrainConfig
+from steering.training.floor import degenerate
+from steering.training.online import preference_pair
+from steering.training.pool import Candidate
+from steering.training.trainer import Trainer, step_rng
+
+W = (0.2, 0.8)  # mostly conciseness, the corner where short answers win
+
+
+def online_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
+    # the tiny random model never stops before the token limit, so every sample is unfinished:
+    # without --min-words 0 the floor would let no sample be chosen
+    values = dict(algo="online-dpo", rounds=2, min_words=0, batch_size=2)
+    return tiny_config(tmp_path, prompts_file, **{**values, **overrides})
+
+
+def metrics_lines(trainer: Trainer) -> list[dict]:
+    return [json.loads(x) for x in (trainer.out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_degenerate_answers_by_the_definition():
+    assert degenerate("", ended=True)
+    assert degenerate("Dear Mr.", ended=True)
+    assert degenerate("Hey Alex,", ended=True)
+    assert degenerate("**Cafe Review**", ended=True)  # a heading and nothing else
+    assert degenerate("The coffee was good and the staff kind, but the", ended=False)
+    assert not degenerate("The coffee was good today.", ended=True)  # five words, finished
+    assert not degenerate("", ended=False, min_words=0)  # 0: no floor
+    assert degenerate("Short but done.", ended=True, min_words=4)
+
+
+def candidates(*rows: tuple[str, bool]) -> list[Candidate]:
+    return [Candidate("Review a cafe.", text, 0, W, ended) for text, ended in rows]
+
+
+def test_a_degenerate_best_candidate_is_never_chosen():
+    samples = candidates(
+        ("Dear Mr.", True),  # w . r_hat = 0.2 * 0 + 0.8 * 3 = 2.4, the best
+        ("", True),  # 0.8 * 2.5 = 2.0
+        ("The coffee was rich and the staff were kind", False),  # 0.2 * 5 + 0.8 * 1 = 1.8
+        ("A calm cafe with good coffee and kind staff.", True),  # 0.2 * 2 + 0.8 * 0.5 = 0.8
+        ("The cafe was loud, the coffee was cold and the chairs were hard.", True),  # -0.2
+    )
+    r_hat = np.array([[0.0, 3.0], [0.0, 2.5], [5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
+    pair = preference_pair(samples, r_hat, "zscore", min_words=5)
+    assert pair.chosen == "A calm cafe with good coffee and kind staff." and pair.chosen_ended
+    assert pair.rejected == samples[4].text and pair.weights == W
+    # percentile ranks among the five: objective 1 (0, 0, 5, 2, -1) -> 0.375, 0.375, 1, 0.75, 0
+    # (the two zeros share ranks 2 and 3); objective 2 (3, 2.5, 1, 0.5, 0) -> 1, 0.75, 0.5,
+    # 0.25, 0; w . ranks = 0.875, 0.675, 0.6, 0.35, 0: the same order here, the same pair
+    assert preference_pair(samples, r_hat, "rank", min_words=5) == pair
+    # a degenerate sample may be the rejected one: empty -0.8, unfinished 1.8, the answer 0.8
+    r_hat = np.array([[0.0, -1.0], [5.0, 1.0], [2.0, 0.5]])
+    worst_is_empty = preference_pair(samples[1:4], r_hat, "zscore", min_words=5)
+    assert worst_is_empty.chosen == samples[3].text and worst_is_empty.rejected == ""
+    # without the floor the salutation wins
+    r_hat = np.array([[0.0, 3.0], [0.0, 2.5], [5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
+    assert preference_pair(samples, r_hat, "zscore", min_words=0).chosen == "Dear Mr."
+
+
+def test_no_pair_without_an_answer_to_choose_or_a_preference():
+    samples = candidates(("Dear Mr.", True), ("", True), ("An answer cut off by the", False))
+    assert (
+        preference_pair(samples, np.array([[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]]), "zscore", 5)
+        is None
+    )
+    same = candidates(("The same good answer, twice over.", True)) * 2
+    assert preference_pair(same, np.array([[1.0, 1.0], [1.0, 1.0]]), "zscore", 5) is None
+
+
+@pytest.mark.parametrize("method", ["clp", "prompt", "soups"])
+def test_two_rounds_change_the_adapters_and_not_the_base(
+    tmp_path, prompts_file, fresh_base, method
+):
+    base = fresh_base()
+    frozen = {n: p.detach().clone() for n, p in base.model.named_parameters()}
+    trainer = Trainer(online_config(tmp_path, prompts_file, method=method), base)
+    before = [p.detach().clone() for p in trainer.parameters]
+    trainer.run()
+    assert trainer.state.step == 2
+    after = bank_parameters(base.model, method)
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    for name, p in base.model.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name
+    lines = metrics_lines(trainer)
+    assert [(m["step"], m["round"]) for m in lines] == [(1, 1), (2, 2)]
+    expected = {"rewards/positivity", "rewards/conciseness", "losses/kl", "quality/degenerate"}
+    assert expected | {"losses/dpo", "losses/sft", "pairs"} <= set(lines[0])
+    # every sample ran into the token limit: all of them are degenerate by the floor's definition
+    assert all(m["quality/degenerate"] == 1.0 and m["pairs"] > 0 for m in lines)
+    record = json.loads((trainer.out / "rounds" / "round-0002.p0.json").read_text())
+    assert len(record["samples"]) == 2 * 2  # --prompts-per-step 2, --samples 2
+    assert {s["prompt"] for s in record["samples"]} <= set(PROMPTS)
+
+
+def test_the_floor_leaves_a_round_of_unfinished_samples_untrained(
+    tmp_path, prompts_file, fresh_base
+):
+    trainer = Trainer(online_config(tmp_path, prompts_file, min_words=5, rounds=1), fresh_base())
+    before = [p.detach().clone() for p in trainer.parameters]
+    trainer.run()
+    for b, a in zip(before, trainer.parameters, strict=True):
+        assert torch.equal(b, a)
+    [line] = metrics_lines(trainer)
+    assert line["pairs"] == 0 and line["quality/degenerate"] == 1.0 and "losses/dpo" not in line
+
+
+def test_a_sample_that_stopped_is_ended(tmp_path, prompts_file, fresh_base):
+    base = fresh_base()
+    # every token stops: each response is its stop token alone, an empty finished answer
+    base.model.generation_config.eos_token_id = list(range(len(base.tokenizer)))
+    trainer = Trainer(online_config(tmp_path, prompts_file), base)
+    sampled = trainer.sample_responses(step_rng(0, 0), temperature=1.0)
+    assert sampled.ended == [True] * 4 and sampled.texts == [""] * 4
+    base.model.generation_config.eos_token_id = 2  # back to the one stop token: never drawn
+    assert trainer.sample_responses(step_rng(0, 0), temperature=1.0).ended == [False] * 4
+
+
+def test_resume_in_the_middle_of_a_round_reproduces_an_uninterrupted_run(
+    tmp_path, prompts_file, fresh_base, monkeypatch
+):
+    def config(directory, **overrides):
+        return online_config(
+            directory, prompts_file, updates_per_round=2, batch_size=1, **overrides
+        )
+
+    straight = Trainer(config(tmp_path / "a"), fresh_base())
+    straight.run()
+    interrupted = Trainer(config(tmp_path / "b"), fresh_base())
+    step = interrupted.dpo_step
+
+    def stopped_at_the_fourth_update(pairs):
+        if interrupted.state.step == 3:
+            raise KeyboardInterrupt  # Ctrl-C in the second update of round 2
+        return step(pairs)
+
+    monkeypatch.setattr(interrupted, "dpo_step", stopped_at_the_fourth_update)
+    with pytest.raises(SystemExit):
+        interrupted.run()
+    resumed = Trainer(config(tmp_path / "b", resume=True), fresh_base())
+    assert resumed.state.step == 3
+    resumed.run()
+    for a, b in zip(straight.parameters, resumed.parameters, strict=True):
+        assert_close(a, b)
+    lines = metrics_lines(resumed)
+    assert [(m["step"], m["round"]) for m in lines] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    assert all("losses/dpo" in m for m in lines)  # every step trained
+    assert lines == metrics_lines(straight)
+
+
+def test_init_from_starts_from_saved_adapters(tmp_path, prompts_file, fresh_base):
+    first = Trainer(online_config(tmp_path / "a", prompts_file, rounds=1), fresh_base())
+    saved = first.run()
+    # at learning rate 0 a round changes nothing: the run ends where it started
+    second = Trainer(
+        online_config(tmp_path / "b", prompts_file, lr=0.0, init_from=str(saved)), fresh_base()
+    )
+    assert all(not p.any() for p in second.parameters[1::2])  # fresh: every B is zero
+    second.run()
+    assert "losses/dpo" in metrics_lines(second)[0]
+    for a, b in zip(first.parameters, second.parameters, strict=True):
+        assert torch.equal(a, b)
+    other_rank = Trainer(
+        online_config(tmp_path / "c", prompts_file, rank=3, init_from=str(saved)), fresh_base()
+    )
+    with pytest.raises(UserError, match="rank 2, alpha 8, not the .* rank 3"):
+        other_rank.run()
+
+
+def test_bad_online_config_is_refused():
+    with pytest.raises(UserError, match="at least 2 samples per prompt to form a pair"):
+        TrainConfig(algo="online-dpo", samples=1)
+    with pytest.raises(UserError, match="updates_per_round must be at least 1, got 0"):
+        TrainConfig(algo="online-dpo", updates_per_round=0)
+    with pytest.raises(UserError, match="rounds must be at least 1"):
+        TrainConfig(algo="online-dpo", rounds=0)
+    with pytest.raises(UserError, match="min_words must not be negative"):
+        TrainConfig(algo="online-dpo", min_words=-1)
+    with pytest.raises(UserError, match="init_from is used only by online-dpo"):
+        TrainConfig(algo="dpo", init_from="assets/adapters/clp")
+    with pytest.raises(UserError, match="sampler is used only by online-dpo"):
+        TrainConfig(algo="rloo", sampler="llamacpp")
+    with pytest.raises(UserError, match="sampler 'vllm' is unknown; choose one of torch, llamacpp"):
+        TrainConfig(algo="online-dpo", sampler="vllm")

@@ -1,0 +1,49 @@
+"""The tiny training setup the trainer tests share (a plugin of tests/conftest.py): four prompts,
+two objectives, a config small enough for the tiny random model, and fresh tiny base models."""
+
+import json
+
+import pytest
+
+from steering.model.policy import BaseModel, BaseModelIdentity
+from steering.training.config import TrainConfig
+
+OBJECTIVES = "positivity,conciseness"
+PROMPTS = [
+    "Write a kind note to a neighbour.",
+    "Describe a rainy day.",
+    "Review a cheap hotel.",
+    "Give one tip for sleep.",
+]
+
+
+def tiny_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
+    values = dict(
+        objectives=OBJECTIVES,
+        prompts=str(prompts_file),
+        out=str(tmp_path / "run"),
+        pool=str(tmp_path / "pool.jsonl"),
+        pool_samples=2,
+        max_new_tokens=6,
+        prompts_per_step=2,
+        samples=2,
+        batch_size=4,
+        rank=2,
+        lr=1e-2,
+        dtype="float32",
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return path
+
+
+@pytest.fixture
+def fresh_base(make_tiny, tokenizer):
+    """Build a new tiny base model on every call (a trainer attaches its adapters in place)."""
+    return lambda: BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
