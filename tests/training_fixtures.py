@@ -4,7 +4,9 @@ two objectives, a config small enough for the tiny random model, and fresh tiny 
 import json
 
 import pytest
+import torch
 
+from steering.model.mixing import bank_parameters
 from steering.model.policy import BaseModel, BaseModelIdentity
 from steering.training.config import TrainConfig
 
@@ -47,3 +49,24 @@ def prompts_file(tmp_path):
 def fresh_base(make_tiny, tokenizer):
     """Build a new tiny base model on every call (a trainer attaches its adapters in place)."""
     return lambda: BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
+
+
+def stop_at_step(monkeypatch, trainer, step: int) -> None:
+    """Ctrl-C just before `trainer` takes its DPO update number `step + 1`."""
+    update = trainer.dpo_step
+
+    def stopped(pairs):
+        if trainer.state.step == step:
+            raise KeyboardInterrupt
+        return update(pairs)
+
+    monkeypatch.setattr(trainer, "dpo_step", stopped)
+
+
+def assert_only_the_bank_trained(model, bank: str, before: list, frozen: dict) -> None:
+    """The bank's parameters moved from `before`; every base parameter still equals `frozen`."""
+    after = bank_parameters(model, bank)
+    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    for name, p in model.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, frozen[name]), name

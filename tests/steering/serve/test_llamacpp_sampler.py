@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 from torch.testing import assert_close
-from training_fixtures import tiny_config
+from training_fixtures import stop_at_step, tiny_config
 
 from steering.model.mixing import load_bank
 from steering.model.steerer import TorchSteerer
@@ -103,14 +103,7 @@ def test_an_asynchronous_run_resumed_mid_round_ends_where_the_uninterrupted_one_
 
     straight = run_async(Trainer(config(tmp_path / "a"), fresh_base()), backend_for)
     interrupted = Trainer(config(tmp_path / "b"), fresh_base())
-    step = interrupted.dpo_step
-
-    def stopped_in_round_2(pairs):
-        if interrupted.state.step == 3:
-            raise KeyboardInterrupt  # Ctrl-C in the second update of round 2
-        return step(pairs)
-
-    monkeypatch.setattr(interrupted, "dpo_step", stopped_in_round_2)
+    stop_at_step(monkeypatch, interrupted, 3)  # Ctrl-C in the second update of round 2
     with pytest.raises(SystemExit):
         run_async(interrupted, backend_for)
     resumed = Trainer(config(tmp_path / "b", resume=True), fresh_base())

@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
-from training_fixtures import PROMPTS, tiny_config
+from training_fixtures import PROMPTS, assert_only_the_bank_trained, stop_at_step, tiny_config
 
 from steering.errors import UserError
-from steering.model.mixing import bank_parameters
 from steering.training.config import TrainConfig
 from steering.training.floor import degenerate
 from steering.training.online import preference_pair
@@ -88,11 +87,7 @@ def test_two_rounds_change_the_adapters_and_not_the_base(
     before = [p.detach().clone() for p in trainer.parameters]
     trainer.run()
     assert trainer.state.step == 2
-    after = bank_parameters(base.model, method)
-    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
-    for name, p in base.model.named_parameters():
-        if name in frozen:
-            assert torch.equal(p, frozen[name]), name
+    assert_only_the_bank_trained(base.model, method, before, frozen)
     lines = metrics_lines(trainer)
     assert [(m["step"], m["round"]) for m in lines] == [(1, 1), (2, 2)]
     expected = {"rewards/positivity", "rewards/conciseness", "losses/kl", "quality/degenerate"}
@@ -138,14 +133,7 @@ def test_resume_in_the_middle_of_a_round_reproduces_an_uninterrupted_run(
     straight = Trainer(config(tmp_path / "a"), fresh_base())
     straight.run()
     interrupted = Trainer(config(tmp_path / "b"), fresh_base())
-    step = interrupted.dpo_step
-
-    def stopped_at_the_fourth_update(pairs):
-        if interrupted.state.step == 3:
-            raise KeyboardInterrupt  # Ctrl-C in the second update of round 2
-        return step(pairs)
-
-    monkeypatch.setattr(interrupted, "dpo_step", stopped_at_the_fourth_update)
+    stop_at_step(monkeypatch, interrupted, 3)  # Ctrl-C in the second update of round 2
     with pytest.raises(SystemExit):
         interrupted.run()
     resumed = Trainer(config(tmp_path / "b", resume=True), fresh_base())

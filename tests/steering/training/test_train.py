@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
-from training_fixtures import OBJECTIVES, PROMPTS, tiny_config
+from training_fixtures import OBJECTIVES, PROMPTS, assert_only_the_bank_trained, tiny_config
 
 from steering.errors import UserError
 from steering.model.generate import sequence_logprobs
-from steering.model.mixing import bank_parameters, conditioned, read_metadata
+from steering.model.mixing import conditioned, read_metadata
 from steering.training.config import TrainConfig
 from steering.training.losses import (
     dpo_loss,
@@ -166,11 +166,7 @@ def test_two_steps_change_adapters_and_not_the_base(
         assert len(trainer.rsf_schedule()) == 2
         trainer.run_rsf()
     assert trainer.state.step == 2
-    after = bank_parameters(tiny_base.model, method)
-    assert any(not torch.equal(b, a) for b, a in zip(before, after, strict=True))
-    for name, p in tiny_base.model.named_parameters():
-        if name in frozen:
-            assert torch.equal(p, frozen[name]), name
+    assert_only_the_bank_trained(tiny_base.model, method, before, frozen)
 
 
 def test_run_writes_adapter_calibration_and_metrics(tiny_base, tmp_path, prompts_file):
