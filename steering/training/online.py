@@ -47,7 +47,7 @@ from steering.model.mixing import (
 )
 from steering.training.floor import degenerate
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
-from steering.training.pool import Candidate
+from steering.training.pool import Candidate, sentence_prefixes
 from steering.training.records import PreferencePair
 from steering.training.trainer import Trainer, step_rng
 
@@ -145,9 +145,9 @@ class OnlineRound:
 def preference_pair(
     samples: list[Candidate], r_hat: np.ndarray, selection: str, min_words: int
 ) -> PreferencePair | None:
-    """The pair one prompt's k samples, all drawn at one weighting w, form: the best by
-    w . r_hat (`selection` rank: by w . each objective's percentile rank among the k) that is not
-    degenerate is chosen, the worst of all is rejected. None when every sample is degenerate or
+    """The pair one prompt's candidates (its k samples, all drawn at one weighting w, and their
+    sentence prefixes) form: the best by w . r_hat (`selection` rank: by w . each objective's
+    percentile rank among them) that is not degenerate is chosen, the worst of all is rejected. None when every sample is degenerate or
     the best allowed is no better than the worst."""
     w = np.array(samples[0].weights)
     value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
@@ -177,19 +177,37 @@ def samples_kl(trainer: Trainer, samples: list[Candidate]) -> torch.Tensor:
     return sequence_kl(logprobs, ref, args[3])
 
 
+def with_prefixes(
+    trainer: Trainer, samples: list[Candidate], r_hat: np.ndarray, k: int
+) -> list[tuple[list[Candidate], np.ndarray]]:
+    """Each prompt's k samples and, after them, their sentence prefixes (`sentence_prefixes`),
+    scored like the samples: a sample the token limit cut off still offers its complete first
+    sentences, so the floor has finished answers to prefer, as the offline pool has."""
+    prefixes = [sentence_prefixes(s) for s in samples]
+    flat = [p for group in prefixes for p in group]
+    if flat:
+        raw = trainer.objective_set.score([p.prompt for p in flat], [p.text for p in flat])
+        flat_r_hat = trainer.normalised(raw)  # (prefixes, K)
+    offsets = np.cumsum([0, *map(len, prefixes)])
+    groups = []
+    for start in range(0, len(samples), k):
+        lo, hi = offsets[start], offsets[min(start + k, len(samples))]
+        candidates = samples[start : start + k] + flat[lo:hi]
+        rows = [r_hat[start : start + k]] + ([flat_r_hat[lo:hi]] if hi > lo else [])
+        groups.append((candidates, np.concatenate(rows)))
+    return groups
+
+
 def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
-    """Normalise a round's scores, form its pairs and measure it."""
+    """Normalise a round's scores, form its pairs (from the samples and their sentence
+    prefixes) and measure it (on the samples)."""
     cfg = trainer.config
     samples, k = sampled.samples, cfg.samples
     r_hat = trainer.normalised(sampled.raw)  # (P*k, K)
     pairs = [
         pair
-        for start in range(0, len(samples), k)
-        if (
-            pair := preference_pair(
-                samples[start : start + k], r_hat[start : start + k], cfg.selection, cfg.min_words
-            )
-        )
+        for candidates, rows in with_prefixes(trainer, samples, r_hat, k)
+        if (pair := preference_pair(candidates, rows, cfg.selection, cfg.min_words))
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]

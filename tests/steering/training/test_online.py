@@ -9,7 +9,7 @@ from training_fixtures import PROMPTS, assert_only_the_bank_trained, stop_at_ste
 from steering.errors import UserError
 from steering.training.config import TrainConfig
 from steering.training.floor import degenerate
-from steering.training.online import preference_pair
+from steering.training.online import preference_pair, with_prefixes
 from steering.training.pool import Candidate
 from steering.training.trainer import Trainer, step_rng
 
@@ -181,3 +181,27 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="rloo", sampler="llamacpp")
     with pytest.raises(UserError, match="sampler 'vllm' is unknown; choose one of torch, llamacpp"):
         TrainConfig(algo="online-dpo", sampler="vllm")
+
+
+def test_a_cut_off_sample_offers_its_complete_sentences(fresh_base, prompts_file, tmp_path):
+    """Every sample cut by the token limit is degenerate, but its first sentences are complete
+    answers: the round still forms a pair, and its chosen answer is such a prefix."""
+    trainer = Trainer(online_config(tmp_path, prompts_file), fresh_base())
+    cut = "The cafe was warm and the coffee was strong. The staff smiled at every guest. And then"
+    short = "Cold and slow service, sadly not worth"
+    samples = [
+        Candidate(PROMPTS[0], cut, 8, (0.5, 0.5), ended=False),
+        Candidate(PROMPTS[0], short, 8, (0.5, 0.5), ended=False),
+    ]
+    r_hat = np.array([[0.0, 0.0], [1.0, 1.0]])
+    groups = with_prefixes(trainer, samples, r_hat, k=2)
+    assert len(groups) == 1
+    candidates, rows = groups[0]
+    assert [c.text for c in candidates[2:]] == [
+        "The cafe was warm and the coffee was strong.",
+        "The cafe was warm and the coffee was strong. The staff smiled at every guest.",
+    ]
+    assert rows.shape == (4, 2) and all(c.ended for c in candidates[2:])
+    assert preference_pair(samples, r_hat, "zscore", min_words=5) is None  # nothing finished
+    pair = preference_pair(candidates, rows, "zscore", min_words=5)
+    assert pair is not None and pair.chosen in [c.text for c in candidates[2:]]
