@@ -139,3 +139,30 @@ def test_importing_the_package_loads_no_model_library():
         cwd=Path(__file__).resolve().parents[3],
     )
     assert out.stdout.strip() == ""
+
+
+def install_plugin(root, entry: str) -> None:
+    """An installed distribution offering `entry` in the steering.objectives group."""
+    (root / "shouting_rewards.py").write_text(
+        "def shouting(prompts, responses):\n"
+        "    return [sum(c.isupper() for c in r) / max(1, len(r)) for r in responses]\n"
+    )
+    info = root / "shouting_rewards-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shouting-rewards\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[steering.objectives]\n{entry}\n")
+
+
+def test_an_installed_package_offers_objectives_by_entry_point(
+    tmp_path, monkeypatch, restore_registry
+):
+    install_plugin(tmp_path, "shouting = shouting_rewards:shouting\nbroken = no_such_mod:f")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert {"shouting", "broken"} <= set(available_objectives())
+    scores = score(["shouting"], ["Say hi."], ["HI there"])["shouting"]
+    np.testing.assert_allclose(scores, [2 / 8])  # H and I of the 8 characters
+    with pytest.raises(
+        UserError,
+        match=r"objective 'broken' from the installed entry point no_such_mod:f could not be loaded \(ModuleNotFoundError",
+    ):
+        get_objective("broken")
