@@ -97,9 +97,7 @@ def reward_model_scores(
     """The reward model's logit for every (prompt, response) pair."""
     import torch
 
-    model, tokenizer = load_classifier(path)
-    if model.config.num_labels != 1:
-        check_reward_model(path)
+    model, tokenizer = load_classifier(path)  # checked by `check_reward_model` when declared
     max_length = input_max_length(model, tokenizer)
     accepted = set(inspect.signature(model.forward).parameters)
     scores = []

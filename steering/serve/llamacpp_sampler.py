@@ -32,6 +32,7 @@ from steering.errors import UserError
 from steering.model.generate import Decoding
 from steering.model.mixing import AdapterMetadata, save_bank
 from steering.model.policy import resolve_base_model_path
+from steering.objectives.declared import ObjectiveSet
 from steering.prompts import read_prompts
 from steering.serve.backends import (
     CONTEXT_ENV,
@@ -84,11 +85,10 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def sample_round_with(
-    backend: Backend, config: TrainConfig, prompts: list[str], index: int
+    backend: Backend, config: TrainConfig, prompts: list[str], index: int, scorers: ObjectiveSet
 ) -> RoundSamples:
     """Round `index` on any backend, with the draws of the learner's own sampler (the same
-    prompts and weightings for the same seed and round)."""
-    scorers = config.objective_set()
+    prompts and weightings for the same seed and round), scored by `scorers`."""
     objectives = scorers.names
     request = sample_request(config, prompts, len(objectives), step_rng(config.seed, index))
     weights = [Weights(objectives, tuple(float(x) for x in row)) for row in request.weights]
@@ -113,6 +113,7 @@ def sample_rounds(
     `backend_for(policy directory)`, asked once per policy."""
     out = Path(config.out)
     prompts = read_prompts(config.prompts, config.limit or None)
+    scorers = config.objective_set()  # built once: every round scores with the same models
     current: tuple[Path, Backend] | None = None
     for index in range(start, config.rounds):
         target = samples_path(out, index)
@@ -123,7 +124,7 @@ def sample_rounds(
             return  # the learner stopped, and says why
         if current is None or current[0] != policy:
             current = (policy, backend_for(policy))
-        write_json(target, sample_round_with(current[1], config, prompts, index).to_json())
+        write_json(target, sample_round_with(current[1], config, prompts, index, scorers).to_json())
 
 
 def run_llamacpp_sampler(config: TrainConfig, start: int) -> None:

@@ -33,7 +33,7 @@ def online_config(tmp_path, prompts_file, **overrides):
 def test_the_sampler_draws_and_samples_what_the_learner_would(tmp_path, prompts_file, tiny_base):
     trainer = Trainer(online_config(tmp_path, prompts_file), tiny_base)
     steerer = TorchSteerer("clp", tiny_base, trainer.objectives, "clp", None, None)
-    sampled = sample_round_with(steerer, trainer.config, trainer.prompts, 2)
+    sampled = sample_round_with(steerer, trainer.config, trainer.prompts, 2, trainer.objective_set)
     own = trainer.sample_responses(step_rng(0, 2), trainer.config.temperature)
     assert [s.prompt for s in sampled.samples] == own.prompts
     assert [s.weights for s in sampled.samples] == [tuple(w) for w in own.weights.tolist()]
