@@ -6,7 +6,9 @@
         --base-model /models/my-llm --objectives-file my-objectives.toml --out runs/eval.json
 
 Writes `results.json` (schema below), `results.html` (interactive Plotly) and `results.png`.
-Generations are cached line by line in `results.cache.jsonl`, so an interrupted sweep resumes.
+Generations are cached line by line in `results.cache.jsonl`, so an interrupted sweep resumes;
+a cached row is reused only for the same prompt text under the same setting (adapter weights,
+base model, decoding, grid, objectives), so new adapters or options are never read from old rows.
 
 Results schema (other tools read it):
 
@@ -34,6 +36,7 @@ the training prompts), so every method is measured on the same scale.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +58,8 @@ from steering.evaluation.quality_panel import draw_quality_panel
 from steering.model.generate import Decoding
 from steering.model.loader import Models
 from steering.model.methods import METHODS, check_method
+from steering.model.mixing import ADAPTER_FILE
+from steering.model_files import file_sha256
 from steering.objectives.declared import ObjectiveSet, resolve_objectives
 from steering.objectives.fluency import fluency_scores
 from steering.prompts import read_prompts
@@ -101,7 +106,28 @@ def _read_cache(path: Path) -> dict[tuple, dict]:
         with path.open("r+") as handle:
             handle.truncate(len(text.encode()))
     rows = (json.loads(line) for line in text.splitlines() if line.strip())
-    return {(r["method"], r["point"], r["prompt"], r["sample"]): r for r in rows}
+    # rows from before settings were recorded cannot be trusted to match: they are made again
+    return {_row_key(r): r for r in rows if "setting" in r}
+
+
+def _row_key(row: dict) -> tuple:
+    return (row["setting"], row["point"], row["prompt_text"], row["sample"])
+
+
+def sweep_setting(method, steerer, config: EvaluateConfig, objectives: ObjectiveSet) -> str:
+    """A digest of everything a cached row depends on besides its prompt: the method, its
+    adapter's weights, the base model, the decoding, the grid and the objectives' specs. A row
+    cached under another setting (new adapters, another --max-new-tokens) is generated again."""
+    adapter = steerer.adapter_dir / ADAPTER_FILE if steerer.adapter_dir else None
+    setting = {
+        "method": method,
+        "adapter": file_sha256(adapter) if adapter and adapter.is_file() else None,
+        "base": steerer.identity.sha256,
+        "decoding": [config.max_new_tokens, config.temperature, config.seed],
+        "grid": config.grid,
+        "objectives": objectives.to_json(),
+    }
+    return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sweep_method(
@@ -115,18 +141,20 @@ def sweep_method(
 ) -> list[dict]:
     """Generate and score every (grid point, prompt, sample); cached rows are reused."""
     cache = _read_cache(cache_path)
-    keys = [
-        (method, point, p, s)
+    setting = sweep_setting(method, steerer, config, objectives)
+    wanted = [
+        (point, p, s)
         for point in range(len(grid))
         for p in range(len(prompts))
         for s in range(config.samples)
     ]
-    jobs = [key[1:] for key in keys if key not in cache]
+    keys = [(setting, point, prompts[p], s) for point, p, s in wanted]
+    jobs = [job for job, key in zip(wanted, keys, strict=True) if key not in cache]
     rows_per_batch = config.rows_per_batch // (len(steerer.objectives) if method == "logits" else 1)
     with cache_path.open("a") as handle:
         # rows cached before answers were scored for fluency get it now
         unscored = [cache[key] for key in keys if key in cache and "fluency" not in cache[key]]
-        _append(handle, cache, _with_fluency(steerer.base, prompts, unscored))
+        _append(handle, cache, _with_fluency(steerer.base, unscored))
         for start in tqdm(
             range(0, len(jobs), rows_per_batch), desc=f"evaluate {method}", unit="batch"
         ):
@@ -139,8 +167,10 @@ def sweep_method(
             rows = [
                 {
                     "method": method,
+                    "setting": setting,
                     "point": point,
                     "prompt": p,
+                    "prompt_text": prompts[p],
                     "sample": s,
                     "text": result.text,
                     "tokens": result.tokens,
@@ -148,23 +178,22 @@ def sweep_method(
                 }
                 for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True))
             ]
-            _append(handle, cache, _with_fluency(steerer.base, prompts, rows))
-    return [cache[key] for key in keys]
+            _append(handle, cache, _with_fluency(steerer.base, rows))
+    # a row cached for the same prompt at another place in the prompts file takes this place
+    return [{**cache[key], "prompt": p} for (_, p, _), key in zip(wanted, keys, strict=True)]
 
 
-def _with_fluency(base, prompts, rows: list[dict]) -> list[dict]:
+def _with_fluency(base, rows: list[dict]) -> list[dict]:
     """The rows with "fluency", the base model's log-probability per token of each answer."""
     with base.lock:
-        scores = fluency_scores(
-            base, [prompts[r["prompt"]] for r in rows], [r["text"] for r in rows]
-        )
+        scores = fluency_scores(base, [r["prompt_text"] for r in rows], [r["text"] for r in rows])
     return [{**row, "fluency": float(value)} for row, value in zip(rows, scores, strict=True)]
 
 
 def _append(handle, cache: dict[tuple, dict], rows: list[dict]) -> None:
     """Write rows to the cache file (a later row for the same key replaces an earlier one)."""
     for row in rows:
-        cache[(row["method"], row["point"], row["prompt"], row["sample"])] = row
+        cache[_row_key(row)] = row
         handle.write(json.dumps(row) + "\n")
     handle.flush()
 

@@ -64,7 +64,7 @@ from steering.model.mixing import (
     save_bank,
 )
 from steering.model.policy import BaseModel, load_base
-from steering.objectives import Calibration, fit_calibration
+from steering.objectives import Calibration, fit_calibration, load_calibration
 from steering.objectives.declared import SPECS_KEY
 from steering.prompts import read_prompts
 from steering.training.config import TrainConfig
@@ -168,7 +168,19 @@ class Trainer:
         }
 
     def calibrate(self) -> Calibration:
-        """Normalisation statistics from base-model samples on the training prompts."""
+        """Normalisation statistics from base-model samples on the training prompts; an
+        online-dpo run started --init-from saved adapters keeps their calibration instead, so it
+        needs no base pool and its rewards are on the scale the adapters were trained and
+        evaluated on."""
+        if self.config.algo == "online-dpo" and self.config.init_from:
+            self.base_candidates, self.base_raw = [], {}
+            calibration = load_calibration(self.config.init_from)
+            if set(calibration.objectives) != set(self.objectives):
+                raise UserError(
+                    f"the calibration in {self.config.init_from} covers "
+                    f"{', '.join(calibration.objectives)}, not {', '.join(self.objectives)}"
+                )
+            return calibration
         self.base_candidates, self.base_raw = self.base_pool()
         return fit_calibration(self.base_raw)
 

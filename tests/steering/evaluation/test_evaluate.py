@@ -1,6 +1,8 @@
 import json
+import shutil
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from steering.errors import UserError
 from steering.evaluation.evaluate import EvaluateConfig, evaluate
@@ -98,6 +100,40 @@ def test_cached_rows_without_fluency_are_scored_on_resume(tiny_env, prompts_file
     appended = [json.loads(line) for line in cache.read_text().splitlines()][len(rows) :]
     assert appended == rows  # every row scored again, to the same fluency
     assert json.loads(out.read_text()) == results
+
+
+def test_cached_rows_are_reused_only_for_the_same_adapter_and_prompt(
+    tiny_env, prompts_file, tmp_path, monkeypatch
+):
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny_env / "adapters", adapters)
+    monkeypatch.setenv("STEERING_ADAPTERS", str(adapters))
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(
+        str(prompts_file), ("clp",), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=10
+    )
+    evaluate(config)
+    cache = out.with_suffix(".cache.jsonl")
+    first = [json.loads(line) for line in cache.read_text().splitlines()]
+    # the prompts file reordered, with one prompt replaced: only the new prompt is generated
+    prompts_file.write_text(
+        '{"prompt": "Name a river."}\n{"prompt": "Describe a quiet morning."}\n'
+    )
+    evaluate(config)
+    added = [json.loads(line) for line in cache.read_text().splitlines()][len(first) :]
+    assert {r["prompt_text"] for r in added} == {"Name a river."}
+    assert len(added) == 3  # one row per grid point
+    # retrained adapters (another adapter file) make every row again
+    adapter = adapters / "clp" / "adapter.safetensors"
+    adapter.write_bytes(adapter.read_bytes())  # same bytes, so the same setting: nothing new
+    evaluate(config)
+    assert len(cache.read_text().splitlines()) == len(first) + 3
+    bank = load_file(adapter)
+    save_file({name: tensor + 0.01 for name, tensor in bank.items()}, adapter)
+    evaluate(config)
+    remade = [json.loads(line) for line in cache.read_text().splitlines()][len(first) + 3 :]
+    assert len(remade) == 6 and len({r["setting"] for r in remade}) == 1
+    assert remade[0]["setting"] != first[0]["setting"]
 
 
 def test_a_sweep_killed_mid_row_resumes(tiny_env, prompts_file, tmp_path):

@@ -7,6 +7,7 @@ from torch.testing import assert_close
 from training_fixtures import PROMPTS, assert_only_the_bank_trained, stop_at_step, tiny_config
 
 from steering.errors import UserError
+from steering.objectives import load_calibration
 from steering.training.config import TrainConfig
 from steering.training.floor import degenerate
 from steering.training.online import preference_pair, with_prefixes
@@ -155,7 +156,11 @@ def test_init_from_starts_from_saved_adapters(tmp_path, prompts_file, fresh_base
         online_config(tmp_path / "b", prompts_file, lr=0.0, init_from=str(saved)), fresh_base()
     )
     assert all(not p.any() for p in second.parameters[1::2])  # fresh: every B is zero
+    # the saved adapters' calibration is kept, and no base pool is sampled for a new one
+    assert second.calibration == first.calibration
+    assert not (tmp_path / "b" / "pool.jsonl").exists()
     second.run()
+    assert load_calibration(tmp_path / "b" / "run") == first.calibration
     assert "losses/dpo" in metrics_lines(second)[0]
     for a, b in zip(first.parameters, second.parameters, strict=True):
         assert torch.equal(a, b)
