@@ -45,7 +45,7 @@ from steering.model.mixing import (
     fill_bank,
     read_metadata,
 )
-from steering.training.floor import degenerate
+from steering.training.floor import degenerate, too_short
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
 from steering.training.pool import Candidate, sentence_prefixes
 from steering.training.records import PreferencePair
@@ -147,16 +147,19 @@ def preference_pair(
 ) -> PreferencePair | None:
     """The pair one prompt's candidates (its k samples, all drawn at one weighting w, and their
     sentence prefixes) form: the best by w . r_hat (`selection` rank: by w . each objective's
-    percentile rank among them) that is not degenerate is chosen, the worst of all is rejected. None when every sample is degenerate or
-    the best allowed is no better than the worst."""
+    percentile rank among them) that is not degenerate is chosen. The rejected one is the worst
+    too-short candidate (empty or under `min_words` words) when there is one, however well it
+    scores, else the worst of all. None when every candidate is degenerate, or when none is too
+    short and the best allowed is no better than the worst."""
     w = np.array(samples[0].weights)
     value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
     allowed = np.array([not degenerate(s.text, s.ended, min_words) for s in samples])
     if not allowed.any():
         return None
+    short = np.array([too_short(s.text, min_words) for s in samples])
     best = int(np.argmax(np.where(allowed, value, -np.inf)))
-    worst = int(np.argmin(value))
-    if value[best] <= value[worst]:
+    worst = int(np.argmin(np.where(short, value, np.inf) if short.any() else value))
+    if not short[worst] and value[best] <= value[worst]:
         return None
     chosen, rejected = samples[best], samples[worst]
     return PreferencePair(

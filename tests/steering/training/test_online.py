@@ -54,7 +54,8 @@ def test_a_degenerate_best_candidate_is_never_chosen():
     r_hat = np.array([[0.0, 3.0], [0.0, 2.5], [5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
     pair = preference_pair(samples, r_hat, "zscore", min_words=5)
     assert pair.chosen == "A calm cafe with good coffee and kind staff." and pair.chosen_ended
-    assert pair.rejected == samples[4].text and pair.weights == W
+    # the too-short candidates rank below every other one: the worst of them is rejected
+    assert pair.rejected == "" and pair.weights == W
     # percentile ranks among the five: objective 1 (0, 0, 5, 2, -1) -> 0.375, 0.375, 1, 0.75, 0
     # (the two zeros share ranks 2 and 3); objective 2 (3, 2.5, 1, 0.5, 0) -> 1, 0.75, 0.5,
     # 0.25, 0; w . ranks = 0.875, 0.675, 0.6, 0.35, 0: the same order here, the same pair
@@ -63,9 +64,14 @@ def test_a_degenerate_best_candidate_is_never_chosen():
     r_hat = np.array([[0.0, -1.0], [5.0, 1.0], [2.0, 0.5]])
     worst_is_empty = preference_pair(samples[1:4], r_hat, "zscore", min_words=5)
     assert worst_is_empty.chosen == samples[3].text and worst_is_empty.rejected == ""
-    # without the floor the salutation wins
+    # with no too-short candidate the worst of all is rejected
+    r_hat = np.array([[5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
+    no_short = preference_pair(samples[2:], r_hat, "zscore", min_words=5)
+    assert no_short.chosen == samples[3].text and no_short.rejected == samples[4].text
+    # without the floor the salutation wins over the worst answer
     r_hat = np.array([[0.0, 3.0], [0.0, 2.5], [5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
-    assert preference_pair(samples, r_hat, "zscore", min_words=0).chosen == "Dear Mr."
+    unfloored = preference_pair(samples, r_hat, "zscore", min_words=0)
+    assert (unfloored.chosen, unfloored.rejected) == ("Dear Mr.", samples[4].text)
 
 
 def test_no_pair_without_an_answer_to_choose_or_a_preference():
@@ -76,6 +82,10 @@ def test_no_pair_without_an_answer_to_choose_or_a_preference():
     )
     same = candidates(("The same good answer, twice over.", True)) * 2
     assert preference_pair(same, np.array([[1.0, 1.0], [1.0, 1.0]]), "zscore", 5) is None
+    # a too-short candidate is rejected even when it scores as well as the answer
+    with_short = candidates(("The same good answer, twice over.", True), ("Fine.", True))
+    pair = preference_pair(with_short, np.array([[1.0, 1.0], [1.0, 1.0]]), "zscore", 5)
+    assert (pair.chosen, pair.rejected) == (with_short[0].text, "Fine.")
 
 
 @pytest.mark.parametrize("method", ["clp", "prompt", "soups"])
