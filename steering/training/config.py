@@ -76,12 +76,13 @@ class TrainConfig:
     --batch-size pairs taken in turn (starting over when the round's pairs run out)"""
     min_words: int = 5
     """online-dpo: the quality floor: a sample that is empty, has fewer than N words or was cut
-    off by --max-new-tokens is never the chosen answer of a pair, only ever the rejected one
-    (0: no floor)"""
+    off by --max-new-tokens is never the chosen answer of a pair, and a too-short one (empty or
+    under N words) is the rejected answer whenever a prompt has one (0: no floor)"""
     init_from: str = ""
     """online-dpo: adapter directory to start from (e.g. assets/adapters/clp, trained for the
-    same method, objectives, variant, rank and alpha on the same base model); empty: fresh
-    adapters, which leave the base model unchanged"""
+    same method, objectives, variant, rank and alpha on the same base model), whose calibration
+    the run keeps instead of sampling a base pool; empty: fresh adapters, which leave the base
+    model unchanged"""
     sampler: str = "torch"
     """online-dpo: where rounds are sampled: torch (by the learner between its updates, from the
     policy as it is) or llamacpp (a second process samples the next round on llama.cpp while the
