@@ -2,8 +2,8 @@
 
 Per method: the hypervolume, the steerability rho of every objective, and over the whole grid
 the mean fluency (base-model log-probability per answer token), the mean answer length in tokens
-and the shares of degenerate and unfinished answers (`quality`). Per pair of methods: the share
-of A's points dominated by B's front, and the paired difference of their hypervolumes with the
+and the shares of degenerate, unfinished and echoing answers (`quality`). Per pair of methods:
+the share of A's points dominated by B's front, and the paired difference of their hypervolumes with the
 method it supports as higher. Every statistic is computed on the same resamples of prompts, so
 the differences are paired.
 
@@ -12,7 +12,8 @@ Added to the results JSON (the fields `evaluate` writes stay as they are):
     "bootstrap": {"unit": "prompt", "resamples": R, "seed": s, "confidence": 0.95},
     "methods": {NAME: {..., "intervals": {
         "hypervolume": INTERVAL, "steerability": {objective: INTERVAL},
-        "fluency": INTERVAL, "tokens": INTERVAL, "degenerate": INTERVAL, "unfinished": INTERVAL}}},
+        "fluency": INTERVAL, "tokens": INTERVAL, "degenerate": INTERVAL, "unfinished": INTERVAL,
+        "echo": INTERVAL}}},
     "dominance_intervals": {A: {B: INTERVAL}},            # the "dominance" shares' intervals
     "hypervolume_differences": [{"a": A, "b": B, **INTERVAL, "winner": A, B or null}]
 
@@ -31,7 +32,7 @@ from steering.evaluation.intervals import CONFIDENCE, bootstrap, winner
 from steering.evaluation.pareto import dominated_share, hypervolume, steerability
 from steering.evaluation.quality import classify
 
-ANSWER_MEANS = ("degenerate", "unfinished", "fluency", "tokens")
+ANSWER_MEANS = ("degenerate", "unfinished", "echo", "fluency", "tokens")
 """Per-answer values whose mean over the grid is a claim about a method."""
 
 
@@ -52,7 +53,7 @@ class SweepTable:
         for row in rows:
             at = (row["point"], row["prompt"], row["sample"])
             raw[at] = [row["raw"][name] for name in objectives]
-            quality = classify(row["text"], row["tokens"], max_new_tokens)
+            quality = classify(row["text"], row["tokens"], max_new_tokens, row["prompt_text"])
             values = {"fluency": row["fluency"], "tokens": row["tokens"], **quality.flags()}
             for name in ANSWER_MEANS:
                 answers[name][at] = values[name]
@@ -154,7 +155,11 @@ def format_claims(results: dict) -> str:
         cells = [_cell(found["hypervolume"], 3)]
         cells += [_cell(found["steerability"][n], 2) for n in objectives]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines += ["", "| method | " + " | ".join(ANSWER_MEANS) + " |", "|---" * 5 + "|"]
+    lines += [
+        "",
+        "| method | " + " | ".join(ANSWER_MEANS) + " |",
+        "|---" * (1 + len(ANSWER_MEANS)) + "|",
+    ]
     for m, r in methods.items():
         cells = [_cell(r["intervals"][name], 1 if name == "tokens" else 2) for name in ANSWER_MEANS]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
@@ -168,7 +173,7 @@ def format_claims(results: dict) -> str:
         f"[{setup['confidence']:.0%} bootstrap intervals over {results['prompts']} prompts, "
         f"{setup['resamples']} resamples, seed {setup['seed']}; degenerate: under five words; "
         f"unfinished: cut at {results['max_new_tokens']} tokens without closing punctuation; "
-        "fluency: base-model log-probability per token]",
+        "echo: repeats the prompt; fluency: base-model log-probability per token]",
     ]
     return "\n".join(lines)
 

@@ -27,7 +27,7 @@ Results schema (other tools read it):
 
 plus the claims' bootstrap intervals over prompts (`steering.evaluation.claims`). Fluency is
 the base model's log-probability per answer token (the `fluency` objective's computation); the
-quality categories (empty, short, degenerate, unfinished) are defined in
+quality categories (empty, short, degenerate, unfinished, echo) are defined in
 `steering.evaluation.quality`.
 
 Rewards are z-scores under the calibration shipped with the clp adapter (base-model samples on
@@ -204,7 +204,7 @@ def summarise_method(rows, grid, objectives, calibration, reference, max_new_tok
         mine = [r for r in rows if r["point"] == index]
         raw = {name: np.array([r["raw"][name] for r in mine]) for name in objectives}
         normalised = calibration.normalise(raw)
-        quality = [classify(r["text"], r["tokens"], max_new_tokens) for r in mine]
+        quality = [classify(r["text"], r["tokens"], max_new_tokens, r["prompt_text"]) for r in mine]
         answers += quality
         points.append(
             {
@@ -334,7 +334,7 @@ def write_plots(results: dict, out: Path) -> None:
         hover = [
             ", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True))
             + f"<br>degenerate {p['quality']['degenerate']:.2f}, "
-            + f"unfinished {p['quality']['unfinished']:.2f}"
+            + f"unfinished {p['quality']['unfinished']:.2f}, echo {p['quality']['echo']:.2f}"
             for p in r["points"]
         ]
         if k >= 3:

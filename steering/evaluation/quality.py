@@ -6,10 +6,14 @@ An answer is
 - short: one to four words;
 - degenerate: empty or short, i.e. under five words;
 - unfinished: cut at the token limit and not ending in sentence punctuation (a closing quote,
-  bracket or markdown emphasis after the punctuation is allowed).
+  bracket or markdown emphasis after the punctuation is allowed);
+- echo: it repeats the prompt: it contains ECHO_WORDS consecutive words of the prompt, or the
+  whole prompt when that is shorter (words compared in lower case, without punctuation). An
+  answer that restates the request wins relevance, the embedding similarity of answer and
+  prompt, without answering it.
 
 Words are the whitespace-separated pieces of the answer text. Empty and short never overlap;
-unfinished is counted apart from both (an empty answer cut at the limit is empty and unfinished).
+unfinished and echo are counted apart from both (an empty answer cut at the limit is empty and unfinished).
 
 Whether an answer was cut comes from its token count: `Generation.tokens` counts the response
 up to and including the end-of-turn token (the response mask of `steering.model.generate`), so
@@ -21,13 +25,15 @@ closing punctuation too.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 MIN_WORDS = 5
+ECHO_WORDS = 8
 SENTENCE_END = (".", "!", "?", "…", "。", "！", "？")
 CLOSERS = "\"'”’»)]*_ \t\n"
-CATEGORIES = ("empty", "short", "degenerate", "unfinished")
+CATEGORIES = ("empty", "short", "degenerate", "unfinished", "echo")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,7 @@ class AnswerQuality:
     empty: bool
     short: bool
     unfinished: bool
+    echo: bool = False
 
     @property
     def degenerate(self) -> bool:
@@ -45,15 +52,38 @@ class AnswerQuality:
         return {category: getattr(self, category) for category in CATEGORIES}
 
 
-def classify(text: str, tokens: int, max_new_tokens: int) -> AnswerQuality:
-    """The categories of one answer of `tokens` generated tokens under a limit of max_new_tokens."""
+def classify(text: str, tokens: int, max_new_tokens: int, prompt: str) -> AnswerQuality:
+    """The categories of one answer to `prompt` of `tokens` generated tokens under a limit of
+    max_new_tokens."""
     words = len(text.split())
     cut = tokens >= max_new_tokens
     return AnswerQuality(
         empty=words == 0,
         short=0 < words < MIN_WORDS,
         unfinished=cut and not text.rstrip(CLOSERS).endswith(SENTENCE_END),
+        echo=echoes(prompt, text),
     )
+
+
+def too_short(text: str, min_words: int = MIN_WORDS) -> bool:
+    """Empty or fewer than `min_words` words (0: nothing is too short)."""
+    return len(text.split()) < min_words
+
+
+def _words(text: str) -> list[str]:
+    """Lower-case words without their punctuation ("Cafe." and "cafe" are one word)."""
+    return [w for w in (re.sub(r"[^\w']", "", t).lower() for t in text.split()) if w]
+
+
+def echoes(prompt: str, text: str, run: int = ECHO_WORDS) -> bool:
+    """True when `text` contains `run` consecutive words of `prompt`, or all of the prompt when
+    it has fewer words (`run` 0: never)."""
+    asked, said = _words(prompt), _words(text)
+    n = min(run, len(asked))
+    if n == 0:
+        return False
+    runs = {tuple(asked[i : i + n]) for i in range(len(asked) - n + 1)}
+    return any(tuple(said[i : i + n]) in runs for i in range(len(said) - n + 1))
 
 
 def shares(answers: Sequence[AnswerQuality]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The evaluation figure's panel of degenerate and unfinished answers (`quality`), per method and
+"""The evaluation figure's panel of degenerate, unfinished and echoing answers (`quality`), per method and
 grid weighting, drawn from the results JSON."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import numpy as np
 PANEL_CATEGORIES = {
     "degenerate": "degenerate answers (under five words)",
     "unfinished": "unfinished answers (cut at the token limit mid-sentence)",
+    "echo": "answers repeating the prompt",
 }
 
 

@@ -78,6 +78,10 @@ class TrainConfig:
     """online-dpo: the quality floor: a sample that is empty, has fewer than N words or was cut
     off by --max-new-tokens is never the chosen answer of a pair, and a too-short one (empty or
     under N words) is the rejected answer whenever a prompt has one (0: no floor)"""
+    echo_words: int = 8
+    """online-dpo: a sample that repeats N consecutive words of its prompt (or all of the prompt
+    when it is shorter) is never the chosen answer of a pair and is the rejected answer whenever
+    a prompt has one: restating the request wins relevance without answering (0: allowed)"""
     init_from: str = ""
     """online-dpo: adapter directory to start from (e.g. assets/adapters/clp, trained for the
     same method, objectives, variant, rank and alpha on the same base model), whose calibration
@@ -163,8 +167,9 @@ class TrainConfig:
             raise UserError(
                 f"sampler {self.sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}"
             )
-        if self.min_words < 0:
-            raise UserError(f"min_words must not be negative (0: no floor), got {self.min_words}")
+        for name in ("min_words", "echo_words"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must not be negative (0: off), got {getattr(self, name)}")
 
     @property
     def objective_names(self) -> tuple[str, ...]:

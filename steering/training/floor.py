@@ -2,28 +2,39 @@
 
 Conditioned DPO on the policy's own samples learns whatever wins the comparison. At weightings
 that value conciseness an empty answer, a salutation ("Dear Mr.", "Hey Alex,") or a lone heading
-wins on length, and an answer the token limit cut off is not an answer at all; once chosen, the
-policy learns to produce them. A too-short answer is more than never chosen: when a prompt's
-candidates include one, it is the rejected answer of the pair whatever it scores, so at the
-conciseness corner the policy learns to prefer the shortest real answer to a salutation or
-nothing. (An unfinished answer is rejected only when it is also the worst: at a tight token
-limit most samples are cut off, and their complete sentence prefixes are what gets chosen.)
+wins on length; at weightings that value relevance (the embedding similarity of answer and
+prompt) an answer that repeats the prompt wins without answering it; and an answer the token
+limit cut off is not an answer at all. Once chosen, the policy learns to produce them. A
+too-short answer or an echo of the prompt (`steering.evaluation.quality`, the definitions the
+evaluation counts) is more than never chosen: when a prompt's candidates include one, it is the
+rejected answer of the pair whatever it scores, so the policy learns to prefer the shortest real
+answer to a salutation, and any real answer to a restatement of the request. (An unfinished
+answer is rejected only when it is also the worst: at a tight token limit most samples are cut
+off, and their complete sentence prefixes are what gets chosen.)
 """
 
 from __future__ import annotations
 
-MIN_WORDS = 5
+from steering.evaluation.quality import ECHO_WORDS, MIN_WORDS, echoes, too_short
 
 
-def degenerate(text: str, ended: bool, min_words: int = MIN_WORDS) -> bool:
-    """True for an answer that must never be the chosen one: empty or fewer than `min_words`
-    words, or unfinished (`ended` False: sampling stopped at the token limit, not at the
-    end-of-turn token). `min_words` 0 turns the floor off: no answer is degenerate."""
-    if min_words <= 0:
-        return False
-    return not ended or too_short(text, min_words)
+def rejectable(
+    prompt: str, text: str, min_words: int = MIN_WORDS, echo_words: int = ECHO_WORDS
+) -> bool:
+    """True for an answer that is never chosen and is rejected whenever its prompt has one:
+    too short (empty or under `min_words` words) or an echo of the prompt (`echo_words`
+    consecutive words of it, or all of it when shorter). 0 turns either rule off."""
+    return too_short(text, min_words) or echoes(prompt, text, echo_words)
 
 
-def too_short(text: str, min_words: int = MIN_WORDS) -> bool:
-    """Empty or fewer than `min_words` words (0: nothing is too short)."""
-    return len(text.split()) < min_words
+def degenerate(
+    prompt: str,
+    text: str,
+    ended: bool,
+    min_words: int = MIN_WORDS,
+    echo_words: int = ECHO_WORDS,
+) -> bool:
+    """True for an answer that must never be the chosen one: `rejectable`, or unfinished
+    (`ended` False: sampling stopped at the token limit, not at the end-of-turn token; only
+    while the floor is on, `min_words` > 0)."""
+    return (min_words > 0 and not ended) or rejectable(prompt, text, min_words, echo_words)

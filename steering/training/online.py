@@ -10,7 +10,8 @@ Round r:
 3. the objectives score them, normalised with the base-model calibration (r_hat);
 4. per prompt, the best sample by w . r_hat (--selection rank: by w . each objective's percentile
    rank among the k) that clears the quality floor (`floor.degenerate`) is preferred to the worst
-   sample of all: one `PreferencePair` per prompt;
+   rejectable sample (too short, or repeating the prompt: `floor.rejectable`), else to the worst
+   of all: one `PreferencePair` per prompt;
 5. --updates-per-round conditioned DPO steps (`Trainer.dpo_step`, with the --sft-weight NLL of
    the chosen answers) on the round's pairs update all adapters jointly.
 The next round samples from the updated policy (`PolicySampler`). With --sampler llamacpp
@@ -36,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from steering.errors import UserError
+from steering.evaluation.quality import echoes, too_short
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
     AdapterSpec,
@@ -45,7 +47,7 @@ from steering.model.mixing import (
     fill_bank,
     read_metadata,
 )
-from steering.training.floor import degenerate, too_short
+from steering.training.floor import degenerate, rejectable
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
 from steering.training.pool import Candidate, sentence_prefixes
 from steering.training.records import PreferencePair
@@ -143,23 +145,29 @@ class OnlineRound:
 
 
 def preference_pair(
-    samples: list[Candidate], r_hat: np.ndarray, selection: str, min_words: int
+    samples: list[Candidate],
+    r_hat: np.ndarray,
+    selection: str,
+    min_words: int,
+    echo_words: int,
 ) -> PreferencePair | None:
     """The pair one prompt's candidates (its k samples, all drawn at one weighting w, and their
     sentence prefixes) form: the best by w . r_hat (`selection` rank: by w . each objective's
     percentile rank among them) that is not degenerate is chosen. The rejected one is the worst
-    too-short candidate (empty or under `min_words` words) when there is one, however well it
-    scores, else the worst of all. None when every candidate is degenerate, or when none is too
-    short and the best allowed is no better than the worst."""
+    rejectable candidate (empty, under `min_words` words, or repeating `echo_words` words of the
+    prompt) when there is one, however well it scores, else the worst of all. None when every
+    candidate is degenerate, or when none is rejectable and the best allowed is no better than
+    the worst."""
     w = np.array(samples[0].weights)
     value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
-    allowed = np.array([not degenerate(s.text, s.ended, min_words) for s in samples])
+    floor = (min_words, echo_words)
+    allowed = np.array([not degenerate(s.prompt, s.text, s.ended, *floor) for s in samples])
     if not allowed.any():
         return None
-    short = np.array([too_short(s.text, min_words) for s in samples])
+    bad = np.array([rejectable(s.prompt, s.text, *floor) for s in samples])
     best = int(np.argmax(np.where(allowed, value, -np.inf)))
-    worst = int(np.argmin(np.where(short, value, np.inf) if short.any() else value))
-    if not short[worst] and value[best] <= value[worst]:
+    worst = int(np.argmin(np.where(bad, value, np.inf) if bad.any() else value))
+    if not bad[worst] and value[best] <= value[worst]:
         return None
     chosen, rejected = samples[best], samples[worst]
     return PreferencePair(
@@ -210,7 +218,7 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
     pairs = [
         pair
         for candidates, rows in with_prefixes(trainer, samples, r_hat, k)
-        if (pair := preference_pair(candidates, rows, cfg.selection, cfg.min_words))
+        if (pair := preference_pair(candidates, rows, cfg.selection, cfg.min_words, cfg.echo_words))
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
@@ -221,8 +229,11 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
         {
             "rewards/scalarised": float(reward.mean()),
             "losses/kl": float(samples_kl(trainer, samples).mean()),
-            # the floor's definition at its default, so runs with and without it compare
-            "quality/degenerate": float(np.mean([degenerate(s.text, s.ended) for s in samples])),
+            # the definitions at their defaults, so runs with and without the floor compare
+            "quality/degenerate": float(
+                np.mean([not s.ended or too_short(s.text) for s in samples])
+            ),
+            "quality/echo": float(np.mean([echoes(s.prompt, s.text) for s in samples])),
             "lengths/samples": float(np.mean([s.tokens for s in samples])),
             "pairs": float(len(pairs)),
             "rounds/lag": float(sampled.index - sampled.policy_rounds),
@@ -311,7 +322,11 @@ def run_online(trainer: Trainer, sampler: RoundSampler | None = None) -> None:
         trainer.log({"step": trainer.state.step, "round": index + 1, **metrics})
         bar.update(1)
         shown = {n: metrics[f"rewards/{n}"] for n in trainer.objectives}
-        shown.update(kl=metrics["losses/kl"], degenerate=metrics["quality/degenerate"])
+        shown.update(
+            kl=metrics["losses/kl"],
+            degenerate=metrics["quality/degenerate"],
+            echo=metrics["quality/echo"],
+        )
         if "losses/dpo" in metrics:
             shown["dpo"] = metrics["losses/dpo"]
         bar.set_postfix({name: f"{value:.3f}" for name, value in shown.items()})

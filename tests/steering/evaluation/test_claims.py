@@ -27,6 +27,7 @@ def rows(shift: float, texts: dict[int, str]) -> list[dict]:
             "point": g,
             "prompt": p,
             "sample": 0,
+            "prompt_text": f"Describe the garden of house number {p}.",
             "text": texts.get(p, "A complete answer of six words."),
             "tokens": 5 + p,
             "fluency": -1.0 - p,
@@ -46,7 +47,9 @@ def results():
     results = {"objectives": OBJECTIVES, "prompts": 3, "samples": 1, "max_new_tokens": LIMIT}
     results["methods"] = {"good": {}, "bad": {}}
     # prompt 0 of "good" answers with nothing: a degenerate answer at every weighting
-    by_method = {"good": rows(0.0, {0: ""}), "bad": rows(-1.0, {})}
+    # prompt 2 of "bad" says the prompt again: an echo at every weighting
+    echo = "Describe the garden of house number 2. Describe the garden of house number 2."
+    by_method = {"good": rows(0.0, {0: ""}), "bad": rows(-1.0, {2: echo})}
     add_claims(results, by_method, GRID, calibration, REFERENCE, LIMIT, resamples=300, seed=0)
     return results
 
@@ -95,6 +98,8 @@ def test_answer_means_over_the_grid(results):
     assert good["degenerate"]["estimate"] == pytest.approx(1 / 3)
     assert 0.0 <= good["degenerate"]["lower"] <= 1 / 3 <= good["degenerate"]["upper"] <= 1.0
     assert good["tokens"]["lower"] >= 5.0 and good["tokens"]["upper"] <= 7.0
+    assert good["echo"] == {"estimate": 0.0, "lower": 0.0, "upper": 0.0}
+    assert results["methods"]["bad"]["intervals"]["echo"]["estimate"] == pytest.approx(1 / 3)
     assert results["bootstrap"] == {
         "unit": "prompt",
         "resamples": 300,

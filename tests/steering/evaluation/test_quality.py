@@ -2,9 +2,10 @@
 
 import pytest
 
-from steering.evaluation.quality import AnswerQuality, classify, shares
+from steering.evaluation.quality import AnswerQuality, classify, echoes, shares
 
 LIMIT = 10
+ASKED = "Describe your bicycle."
 
 
 @pytest.mark.parametrize(
@@ -39,21 +40,21 @@ LIMIT = 10
     ],
 )
 def test_classify_hand_written_answers(text, tokens, expected):
-    assert classify(text, tokens, LIMIT) == expected
+    assert classify(text, tokens, LIMIT, ASKED) == expected
 
 
 def test_degenerate_is_empty_or_short():
-    assert classify("", 1, LIMIT).degenerate
-    assert classify("Too short.", 3, LIMIT).degenerate
-    assert not classify("Long enough to count here.", 6, LIMIT).degenerate
+    assert classify("", 1, LIMIT, ASKED).degenerate
+    assert classify("Too short.", 3, LIMIT, ASKED).degenerate
+    assert not classify("Long enough to count here.", 6, LIMIT, ASKED).degenerate
 
 
 def test_shares_count_each_category_over_the_answers():
     answers = [
-        classify("", 1, LIMIT),  # empty
-        classify("Yes.", 2, LIMIT),  # short
-        classify("one two three four five six", 10, LIMIT),  # unfinished
-        classify("one two three four five six.", 8, LIMIT),  # none
+        classify("", 1, LIMIT, ASKED),  # empty
+        classify("Yes.", 2, LIMIT, ASKED),  # short
+        classify("one two three four five six", 10, LIMIT, ASKED),  # unfinished
+        classify("one two three four five six.", 8, LIMIT, ASKED),  # none
     ]
     # 1 empty, 1 short, so 2 degenerate, and 1 unfinished, of 4 answers
     assert shares(answers) == {
@@ -61,4 +62,19 @@ def test_shares_count_each_category_over_the_answers():
         "short": 0.25,
         "degenerate": 0.5,
         "unfinished": 0.25,
+        "echo": 0.0,
     }
+
+
+def test_an_answer_repeating_the_prompt_is_an_echo():
+    assert classify("Describe your bicycle. Describe your bicycle.", 8, LIMIT, ASKED).echo
+    assert not classify("My bicycle is red and fast.", 8, LIMIT, ASKED).echo
+    asked = "Write a restaurant review for a small Thai place near my office."
+    # eight consecutive words of the prompt, whatever the case and punctuation around them
+    assert echoes(asked, "Sure! A restaurant review, for a small Thai place near: lovely.")
+    # six are not enough, and neither are the same words in another order
+    assert not echoes(asked, "This small Thai place near my office is lovely and cheap.")
+    assert not echoes(asked, "Near my office, a small place: Thai food for review, a restaurant.")
+    assert echoes(asked, "This small Thai place near my office is lovely.", run=6)
+    assert not echoes(asked, asked, run=0)  # 0: the rule is off
+    assert not echoes("", "Anything at all.")

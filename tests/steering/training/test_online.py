@@ -28,15 +28,26 @@ def metrics_lines(trainer: Trainer) -> list[dict]:
     return [json.loads(x) for x in (trainer.out / "metrics.jsonl").read_text().splitlines()]
 
 
+ASKED = "Review a cafe."
+
+
 def test_degenerate_answers_by_the_definition():
-    assert degenerate("", ended=True)
-    assert degenerate("Dear Mr.", ended=True)
-    assert degenerate("Hey Alex,", ended=True)
-    assert degenerate("**Cafe Review**", ended=True)  # a heading and nothing else
-    assert degenerate("The coffee was good and the staff kind, but the", ended=False)
-    assert not degenerate("The coffee was good today.", ended=True)  # five words, finished
-    assert not degenerate("", ended=False, min_words=0)  # 0: no floor
-    assert degenerate("Short but done.", ended=True, min_words=4)
+    assert degenerate(ASKED, "", ended=True)
+    assert degenerate(ASKED, "Dear Mr.", ended=True)
+    assert degenerate(ASKED, "Hey Alex,", ended=True)
+    assert degenerate(ASKED, "**Cafe Review**", ended=True)  # a heading and nothing else
+    assert degenerate(ASKED, "The coffee was good and the staff kind, but the", ended=False)
+    assert not degenerate(ASKED, "The coffee was good today.", ended=True)  # five words, done
+    assert not degenerate(ASKED, "", ended=False, min_words=0)  # 0: no floor
+    assert degenerate(ASKED, "Short but done.", ended=True, min_words=4)
+    # the prompt said again, with or without more: an echo, not an answer
+    assert degenerate(ASKED, "Review a cafe. Review a cafe. Review a cafe.", ended=True)
+    assert degenerate(ASKED, "review a CAFE: the coffee was good today.", ended=True)
+    assert not degenerate(ASKED, "A cafe worth a review: good coffee.", ended=True)  # no run
+    assert not degenerate(ASKED, "Review a cafe. Review a cafe.", ended=True, echo_words=0)
+    long_ask = "Write a review for a plumber who fixed my leak quickly but charged more."
+    assert degenerate(long_ask, "A plumber who fixed my leak quickly but charged more.", True)
+    assert not degenerate(long_ask, "He fixed my leak quickly, then charged more. Fine.", True)
 
 
 def candidates(*rows: tuple[str, bool]) -> list[Candidate]:
@@ -52,39 +63,52 @@ def test_a_degenerate_best_candidate_is_never_chosen():
         ("The cafe was loud, the coffee was cold and the chairs were hard.", True),  # -0.2
     )
     r_hat = np.array([[0.0, 3.0], [0.0, 2.5], [5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
-    pair = preference_pair(samples, r_hat, "zscore", min_words=5)
+    pair = preference_pair(samples, r_hat, "zscore", min_words=5, echo_words=8)
     assert pair.chosen == "A calm cafe with good coffee and kind staff." and pair.chosen_ended
     # the too-short candidates rank below every other one: the worst of them is rejected
     assert pair.rejected == "" and pair.weights == W
     # percentile ranks among the five: objective 1 (0, 0, 5, 2, -1) -> 0.375, 0.375, 1, 0.75, 0
     # (the two zeros share ranks 2 and 3); objective 2 (3, 2.5, 1, 0.5, 0) -> 1, 0.75, 0.5,
     # 0.25, 0; w . ranks = 0.875, 0.675, 0.6, 0.35, 0: the same order here, the same pair
-    assert preference_pair(samples, r_hat, "rank", min_words=5) == pair
+    assert preference_pair(samples, r_hat, "rank", min_words=5, echo_words=8) == pair
     # a degenerate sample may be the rejected one: empty -0.8, unfinished 1.8, the answer 0.8
     r_hat = np.array([[0.0, -1.0], [5.0, 1.0], [2.0, 0.5]])
-    worst_is_empty = preference_pair(samples[1:4], r_hat, "zscore", min_words=5)
+    worst_is_empty = preference_pair(samples[1:4], r_hat, "zscore", min_words=5, echo_words=8)
     assert worst_is_empty.chosen == samples[3].text and worst_is_empty.rejected == ""
     # with no too-short candidate the worst of all is rejected
     r_hat = np.array([[5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
-    no_short = preference_pair(samples[2:], r_hat, "zscore", min_words=5)
+    no_short = preference_pair(samples[2:], r_hat, "zscore", min_words=5, echo_words=8)
     assert no_short.chosen == samples[3].text and no_short.rejected == samples[4].text
     # without the floor the salutation wins over the worst answer
     r_hat = np.array([[0.0, 3.0], [0.0, 2.5], [5.0, 1.0], [2.0, 0.5], [-1.0, 0.0]])
-    unfloored = preference_pair(samples, r_hat, "zscore", min_words=0)
+    unfloored = preference_pair(samples, r_hat, "zscore", min_words=0, echo_words=8)
     assert (unfloored.chosen, unfloored.rejected) == ("Dear Mr.", samples[4].text)
+
+
+def test_an_echo_of_the_prompt_is_rejected_however_relevant():
+    samples = candidates(
+        ("Review a cafe. Review a cafe, a cafe review.", True),  # the most relevant by far
+        ("A calm cafe with good coffee and kind staff.", True),
+        ("The cafe was loud, the coffee was cold and the chairs were hard.", True),
+    )
+    r_hat = np.array([[1.0, 4.0], [1.0, 1.0], [-1.0, 0.0]])
+    pair = preference_pair(samples, r_hat, "zscore", min_words=5, echo_words=8)
+    assert (pair.chosen, pair.rejected) == (samples[1].text, samples[0].text)
+    allowed = preference_pair(samples, r_hat, "zscore", min_words=5, echo_words=0)
+    assert (allowed.chosen, allowed.rejected) == (samples[0].text, samples[2].text)
 
 
 def test_no_pair_without_an_answer_to_choose_or_a_preference():
     samples = candidates(("Dear Mr.", True), ("", True), ("An answer cut off by the", False))
     assert (
-        preference_pair(samples, np.array([[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]]), "zscore", 5)
+        preference_pair(samples, np.array([[1.0, 1.0], [0.0, 0.0], [2.0, 2.0]]), "zscore", 5, 8)
         is None
     )
     same = candidates(("The same good answer, twice over.", True)) * 2
-    assert preference_pair(same, np.array([[1.0, 1.0], [1.0, 1.0]]), "zscore", 5) is None
+    assert preference_pair(same, np.array([[1.0, 1.0], [1.0, 1.0]]), "zscore", 5, 8) is None
     # a too-short candidate is rejected even when it scores as well as the answer
     with_short = candidates(("The same good answer, twice over.", True), ("Fine.", True))
-    pair = preference_pair(with_short, np.array([[1.0, 1.0], [1.0, 1.0]]), "zscore", 5)
+    pair = preference_pair(with_short, np.array([[1.0, 1.0], [1.0, 1.0]]), "zscore", 5, 8)
     assert (pair.chosen, pair.rejected) == (with_short[0].text, "Fine.")
 
 
@@ -101,7 +125,13 @@ def test_two_rounds_change_the_adapters_and_not_the_base(
     assert_only_the_bank_trained(base.model, method, before, frozen)
     lines = metrics_lines(trainer)
     assert [(m["step"], m["round"]) for m in lines] == [(1, 1), (2, 2)]
-    expected = {"rewards/positivity", "rewards/conciseness", "losses/kl", "quality/degenerate"}
+    expected = {
+        "rewards/positivity",
+        "rewards/conciseness",
+        "losses/kl",
+        "quality/degenerate",
+        "quality/echo",
+    }
     assert expected | {"losses/dpo", "losses/sft", "pairs"} <= set(lines[0])
     # every sample ran into the token limit: all of them are degenerate by the floor's definition
     assert all(m["quality/degenerate"] == 1.0 and m["pairs"] > 0 for m in lines)
@@ -190,6 +220,8 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="online-dpo", rounds=0)
     with pytest.raises(UserError, match="min_words must not be negative"):
         TrainConfig(algo="online-dpo", min_words=-1)
+    with pytest.raises(UserError, match="echo_words must not be negative"):
+        TrainConfig(algo="online-dpo", echo_words=-1)
     with pytest.raises(UserError, match="init_from is used only by online-dpo"):
         TrainConfig(algo="dpo", init_from="assets/adapters/clp")
     with pytest.raises(UserError, match="sampler is used only by online-dpo"):
@@ -217,6 +249,7 @@ def test_a_cut_off_sample_offers_its_complete_sentences(fresh_base, prompts_file
         "The cafe was warm and the coffee was strong. The staff smiled at every guest.",
     ]
     assert rows.shape == (4, 2) and all(c.ended for c in candidates[2:])
-    assert preference_pair(samples, r_hat, "zscore", min_words=5) is None  # nothing finished
-    pair = preference_pair(candidates, rows, "zscore", min_words=5)
+    # nothing finished
+    assert preference_pair(samples, r_hat, "zscore", min_words=5, echo_words=8) is None
+    pair = preference_pair(candidates, rows, "zscore", min_words=5, echo_words=8)
     assert pair is not None and pair.chosen in [c.text for c in candidates[2:]]
