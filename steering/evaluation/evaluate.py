@@ -6,7 +6,8 @@
         --base-model /models/my-llm --objectives-file my-objectives.toml --out runs/eval.json
 
 Writes `results.json` (schema below), `results.html` (interactive Plotly) and `results.png`.
-Generations are cached line by line in `results.cache.jsonl`, so an interrupted sweep resumes;
+Generations are cached line by line in `results.cache.jsonl`, so an interrupted sweep resumes
+(drawing the samples an uninterrupted one would);
 a cached row is reused only for the same prompt text under the same setting (adapter weights,
 base model, decoding, grid, objectives), so new adapters or options are never read from old rows.
 
@@ -149,16 +150,22 @@ def sweep_method(
         for s in range(config.samples)
     ]
     keys = [(setting, point, prompts[p], s) for point, p, s in wanted]
-    jobs = [job for job, key in zip(wanted, keys, strict=True) if key not in cache]
     rows_per_batch = config.rows_per_batch // (len(steerer.objectives) if method == "logits" else 1)
+    # Batches are cut from the whole sweep and seeded by their place in it, so a resumed sweep
+    # draws exactly the samples an uninterrupted one would: a batch with any row missing is
+    # generated whole, and only its missing rows are added.
+    starts = [
+        start
+        for start in range(0, len(wanted), rows_per_batch)
+        if any(key not in cache for key in keys[start : start + rows_per_batch])
+    ]
     with cache_path.open("a") as handle:
         # rows cached before answers were scored for fluency get it now
         unscored = [cache[key] for key in keys if key in cache and "fluency" not in cache[key]]
         _append(handle, cache, _with_fluency(steerer.base, unscored))
-        for start in tqdm(
-            range(0, len(jobs), rows_per_batch), desc=f"evaluate {method}", unit="batch"
-        ):
-            batch = jobs[start : start + rows_per_batch]
+        for start in tqdm(starts, desc=f"evaluate {method}", unit="batch"):
+            batch = wanted[start : start + rows_per_batch]
+            missing = [key not in cache for key in keys[start : start + rows_per_batch]]
             batch_prompts = [prompts[p] for _, p, _ in batch]
             weights = Weights.rows(steerer.objectives, [grid[point] for point, _, _ in batch])
             decoding = Decoding(config.max_new_tokens, config.temperature, seed=config.seed + start)
@@ -177,6 +184,7 @@ def sweep_method(
                     "raw": {name: float(values[i]) for name, values in raw.items()},
                 }
                 for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True))
+                if missing[i]
             ]
             _append(handle, cache, _with_fluency(steerer.base, rows))
     # a row cached for the same prompt at another place in the prompts file takes this place

@@ -150,6 +150,28 @@ def test_a_sweep_killed_mid_row_resumes(tiny_env, prompts_file, tmp_path):
     assert len(json.loads(out.read_text())["methods"]["base"]["points"]) == 3
 
 
+def test_a_resumed_sweep_draws_the_samples_of_an_uninterrupted_one(
+    tiny_env, prompts_file, tmp_path
+):
+    def sweep(out):
+        config = EvaluateConfig(
+            str(prompts_file), ("base",), grid=0.5, out=str(out), max_new_tokens=6, rows_per_batch=2
+        )
+        evaluate(config)
+        lines = out.with_suffix(".cache.jsonl").read_text().splitlines()
+        return {(r["point"], r["prompt"]): r["text"] for r in map(json.loads, lines)}
+
+    whole = sweep(tmp_path / "whole.json")
+    # the same sweep interrupted after its first row: every later batch boundary is one row off
+    # from where a sweep of only the remaining rows would cut it
+    cut = tmp_path / "cut.json"
+    cut.with_suffix(".cache.jsonl").write_text(
+        (tmp_path / "whole.cache.jsonl").read_text().splitlines()[0] + "\n"
+    )
+    assert sweep(cut) == whole
+    assert len(set(whole.values())) > 1  # sampled answers that differ, so the check has teeth
+
+
 @pytest.mark.parametrize(
     ("content", "overrides", "message"),
     [
