@@ -13,7 +13,8 @@ An answer is
   prompt, without answering it.
 
 Words are the whitespace-separated pieces of the answer text. Empty and short never overlap;
-unfinished and echo are counted apart from both (an empty answer cut at the limit is empty and unfinished).
+unfinished and echo are counted apart from both (an empty answer cut at the limit is empty and
+unfinished).
 
 Whether an answer was cut comes from its token count: `Generation.tokens` counts the response
 up to and including the end-of-turn token (the response mask of `steering.model.generate`), so

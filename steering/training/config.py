@@ -77,7 +77,8 @@ class TrainConfig:
     min_words: int = 5
     """online-dpo: the quality floor: a sample that is empty, has fewer than N words or was cut
     off by --max-new-tokens is never the chosen answer of a pair, and a too-short one (empty or
-    under N words) is the rejected answer whenever a prompt has one (0: no floor)"""
+    under N words) is the rejected answer whenever a prompt has one (0: no minimum length, and
+    a cut-off sample may be chosen; --echo-words still applies)"""
     echo_words: int = 8
     """online-dpo: a sample that repeats N consecutive words of its prompt (or all of the prompt
     when it is shorter) is never the chosen answer of a pair and is the rejected answer whenever
