@@ -170,7 +170,15 @@ def sweep_method(
             weights = Weights.rows(steerer.objectives, [grid[point] for point, _, _ in batch])
             decoding = Decoding(config.max_new_tokens, config.temperature, seed=config.seed + start)
             results = steerer.generate(batch_prompts, weights, decoding)
-            raw = objectives.score(batch_prompts, [r.text for r in results])
+            # only the missing rows are scored and stored; the cached ones were generated alike
+            fresh = [
+                (job, result)
+                for job, result, gone in zip(batch, results, missing, strict=True)
+                if gone
+            ]
+            raw = objectives.score(
+                [prompts[p] for (_, p, _), _ in fresh], [r.text for _, r in fresh]
+            )
             rows = [
                 {
                     "method": method,
@@ -183,8 +191,7 @@ def sweep_method(
                     "tokens": result.tokens,
                     "raw": {name: float(values[i]) for name, values in raw.items()},
                 }
-                for i, ((point, p, s), result) in enumerate(zip(batch, results, strict=True))
-                if missing[i]
+                for i, ((point, p, s), result) in enumerate(fresh)
             ]
             _append(handle, cache, _with_fluency(steerer.base, rows))
     # a row cached for the same prompt at another place in the prompts file takes this place

@@ -1,5 +1,5 @@
-"""The evaluation figure's panel of degenerate, unfinished and echoing answers (`quality`), per method and
-grid weighting, drawn from the results JSON."""
+"""The evaluation figure's panel of degenerate, unfinished and echoing answers (`quality`), per
+method and grid weighting, drawn from the results JSON."""
 
 from __future__ import annotations
 

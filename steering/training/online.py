@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from steering.errors import UserError
-from steering.evaluation.quality import echoes, too_short
+from steering.evaluation.quality import echoes
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
     AdapterSpec,
@@ -231,7 +231,7 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
             "losses/kl": float(samples_kl(trainer, samples).mean()),
             # the definitions at their defaults, so runs with and without the floor compare
             "quality/degenerate": float(
-                np.mean([not s.ended or too_short(s.text) for s in samples])
+                np.mean([degenerate(s.prompt, s.text, s.ended, echo_words=0) for s in samples])
             ),
             "quality/echo": float(np.mean([echoes(s.prompt, s.text) for s in samples])),
             "lengths/samples": float(np.mean([s.tokens for s in samples])),
