@@ -7,16 +7,18 @@ learned human-preference reward.
 
 Built-in objectives (all higher-is-better, all offline; models load on first use, once):
 
-| name         | module     | range      | empty response                       |
-|--------------|------------|------------|--------------------------------------|
-| positivity   | text       | [-1, 1]    | 0.0                                  |
-| harmlessness | text       | [0, 1]     | about 0.96 (the classifier's prior)  |
-| relevance    | embedding  | [-1, 1]    | 0.0                                  |
-| conciseness  | text       | [0, 1]     | 1.0                                  |
-| readability  | text       | [0, 1]     | 0.0                                  |
-| fluency      | fluency    | [-20, 0]   | log p(end of sequence) after prompt  |
-| classifier   | classifier | [0, 1]     | the model's probability for ""       |
-| human        | human      | unbounded  | the reward model's score for ""      |
+| name             | module     | range     | empty response                      |
+|------------------|------------|-----------|-------------------------------------|
+| positivity       | text       | [-1, 1]   | 0.0                                 |
+| harmlessness     | text       | [0, 1]    | about 0.96 (the classifier's prior) |
+| relevance        | embedding  | [-1, 1]   | 0.0                                 |
+| answer_relevance | embedding  | [-1, 1]   | 0.0                                 |
+| conciseness      | text       | [0, 1]    | 1.0                                 |
+| brevity          | text       | [0, 1]    | 0.0                                 |
+| readability      | text       | [0, 1]    | 0.0                                 |
+| fluency          | fluency    | [-20, 0]  | log p(end of sequence) after prompt |
+| classifier       | classifier | [0, 1]    | the model's probability for ""      |
+| human            | human      | unbounded | the reward model's score for ""     |
 
 Whitespace-only responses behave like empty ones except under fluency and classifier, which see
 the whitespace tokens. Emoji, non-English text and 10,000-character responses score finite

@@ -28,7 +28,8 @@ so it continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -270,14 +271,27 @@ def describe(spec: AdapterSpec) -> str:
 
 
 def start_from(trainer: Trainer, directory: Path) -> None:
-    """--init-from: fill the run's fresh adapters with the ones saved in `directory`."""
+    """--init-from: fill the run's fresh adapters with the ones saved in `directory`.
+
+    The saved bank must have this run's variant, rank, alpha, layers and number of objectives;
+    the objectives' names may differ (a run on redefined objectives starts from adapters trained
+    on the old ones), and then adapter k starts objective k, which is said on stderr."""
     metadata = read_metadata(directory)
     check_base_model(metadata, trainer.base.identity, directory)
-    if metadata.spec != trainer.spec:
+    saved, wanted = metadata.spec, trainer.spec
+    if len(saved.objectives) != len(wanted.objectives) or (
+        replace(saved, objectives=wanted.objectives) != wanted
+    ):
         raise UserError(
-            f"the adapter in {directory} has {describe(metadata.spec)}, not the "
-            f"{describe(trainer.spec)} of this run"
+            f"the adapter in {directory} has {describe(saved)}, not the "
+            f"{describe(wanted)} of this run"
         )
+    if saved.objectives != wanted.objectives:
+        starts = ", ".join(
+            f"{new} from {old}"
+            for old, new in zip(saved.objectives, wanted.objectives, strict=True)
+        )
+        print(f"--init-from {directory}: {starts}", file=sys.stderr)
     fill_bank(trainer.unwrapped, trainer.bank, directory, metadata)
 
 

@@ -169,18 +169,14 @@ class Trainer:
 
     def calibrate(self) -> Calibration:
         """Normalisation statistics from base-model samples on the training prompts; an
-        online-dpo run started --init-from saved adapters keeps their calibration instead, so it
-        needs no base pool and its rewards are on the scale the adapters were trained and
-        evaluated on."""
+        online-dpo run started --init-from saved adapters keeps their calibration instead when it
+        covers the run's objectives, so it needs no base pool and its rewards are on the scale
+        the adapters were trained and evaluated on."""
         if self.config.algo == "online-dpo" and self.config.init_from:
-            self.base_candidates, self.base_raw = [], {}
             calibration = load_calibration(self.config.init_from)
-            if set(calibration.objectives) != set(self.objectives):
-                raise UserError(
-                    f"the calibration in {self.config.init_from} covers "
-                    f"{', '.join(calibration.objectives)}, not {', '.join(self.objectives)}"
-                )
-            return calibration
+            if set(calibration.objectives) == set(self.objectives):
+                self.base_candidates, self.base_raw = [], {}
+                return calibration
         self.base_candidates, self.base_raw = self.base_pool()
         return fit_calibration(self.base_raw)
 

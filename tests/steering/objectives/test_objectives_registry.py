@@ -21,6 +21,8 @@ from steering.objectives import (
 )
 
 BUILT_INS = [
+    "answer_relevance",
+    "brevity",
     "classifier",
     "conciseness",
     "fluency",
@@ -119,7 +121,7 @@ def test_listing_for_the_cli():
     assert set(rows[0]) == {"name", "higher_is_better", "description"}
     text = list_objectives_text().splitlines()
     assert len(text) == len(BUILT_INS)
-    assert text[0].startswith("classifier ")
+    assert text[0].startswith("answer_relevance ")
 
 
 def test_importing_the_package_loads_no_model_library():

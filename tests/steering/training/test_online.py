@@ -211,6 +211,44 @@ def test_init_from_starts_from_saved_adapters(tmp_path, prompts_file, fresh_base
         other_rank.run()
 
 
+def test_init_from_adapters_trained_on_other_objectives(tmp_path, prompts_file, fresh_base, capsys):
+    first = Trainer(online_config(tmp_path / "a", prompts_file, rounds=1), fresh_base())
+    saved = first.run()
+    # the same bank shape on redefined objectives: adapter k starts objective k, said on stderr,
+    # and the saved calibration, which does not cover the new objectives, gives way to one fit
+    # on a base pool
+    renamed = Trainer(
+        online_config(
+            tmp_path / "b",
+            prompts_file,
+            objectives="positivity,brevity",
+            init_from=str(saved),
+            lr=0.0,
+        ),
+        fresh_base(),
+    )
+    assert set(renamed.calibration.objectives) == {"positivity", "brevity"}
+    assert (tmp_path / "b" / "pool.jsonl").exists()
+    renamed.run()
+    assert f"--init-from {saved}: positivity from positivity, brevity from conciseness" in (
+        capsys.readouterr().err
+    )
+    for a, b in zip(first.parameters, renamed.parameters, strict=True):
+        assert torch.equal(a, b)
+    # a bank with another number of objectives is still refused
+    three = Trainer(
+        online_config(
+            tmp_path / "c",
+            prompts_file,
+            objectives="positivity,brevity,answer_relevance",
+            init_from=str(saved),
+        ),
+        fresh_base(),
+    )
+    with pytest.raises(UserError, match="objectives positivity, conciseness, variant"):
+        three.run()
+
+
 def test_bad_online_config_is_refused():
     with pytest.raises(UserError, match="at least 2 samples per prompt to form a pair"):
         TrainConfig(algo="online-dpo", samples=1)
