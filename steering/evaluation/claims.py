@@ -2,7 +2,7 @@
 
 Per method: the hypervolume, the steerability rho of every objective, and over the whole grid
 the mean fluency (base-model log-probability per answer token), the mean answer length in tokens
-and the shares of degenerate, unfinished and echoing answers (`quality`). Per pair of methods:
+and the shares of degenerate, unfinished, echoing and restating answers (`quality`). Per pair of methods:
 the share of A's points dominated by B's front, and the paired difference of their hypervolumes
 with the method it supports as higher. Every statistic is computed on the same resamples of prompts, so
 the differences are paired.
@@ -13,7 +13,7 @@ Added to the results JSON (the fields `evaluate` writes stay as they are):
     "methods": {NAME: {..., "intervals": {
         "hypervolume": INTERVAL, "steerability": {objective: INTERVAL},
         "fluency": INTERVAL, "tokens": INTERVAL, "degenerate": INTERVAL, "unfinished": INTERVAL,
-        "echo": INTERVAL}}},
+        "echo": INTERVAL, "restatement": INTERVAL}}},
     "dominance_intervals": {A: {B: INTERVAL}},            # the "dominance" shares' intervals
     "hypervolume_differences": [{"a": A, "b": B, **INTERVAL, "winner": A, B or null}]
 
@@ -32,7 +32,7 @@ from steering.evaluation.intervals import CONFIDENCE, bootstrap, winner
 from steering.evaluation.pareto import dominated_share, hypervolume, steerability
 from steering.evaluation.quality import classify
 
-ANSWER_MEANS = ("degenerate", "unfinished", "echo", "fluency", "tokens")
+ANSWER_MEANS = ("degenerate", "unfinished", "echo", "restatement", "fluency", "tokens")
 """Per-answer values whose mean over the grid is a claim about a method."""
 
 
@@ -173,7 +173,8 @@ def format_claims(results: dict) -> str:
         f"[{setup['confidence']:.0%} bootstrap intervals over {results['prompts']} prompts, "
         f"{setup['resamples']} resamples, seed {setup['seed']}; degenerate: under five words; "
         f"unfinished: cut at {results['max_new_tokens']} tokens without closing punctuation; "
-        "echo: repeats the prompt; fluency: base-model log-probability per token]",
+        "echo: repeats the prompt; restatement: five words or more, under a fifth of them new; "
+        "fluency: base-model log-probability per token]",
     ]
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ Results schema (other tools read it):
 
 plus the claims' bootstrap intervals over prompts (`steering.evaluation.claims`). Fluency is
 the base model's log-probability per answer token (the `fluency` objective's computation); the
-quality categories (empty, short, degenerate, unfinished, echo) are defined in
+quality categories (empty, short, degenerate, unfinished, echo, restatement) are defined in
 `steering.evaluation.quality`.
 
 Rewards are z-scores under the calibration shipped with the clp adapter (base-model samples on
@@ -349,7 +349,8 @@ def write_plots(results: dict, out: Path) -> None:
         hover = [
             ", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True))
             + f"<br>degenerate {p['quality']['degenerate']:.2f}, "
-            + f"unfinished {p['quality']['unfinished']:.2f}, echo {p['quality']['echo']:.2f}"
+            + f"unfinished {p['quality']['unfinished']:.2f}, echo {p['quality']['echo']:.2f}, "
+            + f"restatement {p['quality']['restatement']:.2f}"
             for p in r["points"]
         ]
         if k >= 3:

@@ -11,10 +11,15 @@ An answer is
   whole prompt when that is shorter (words compared in lower case, without punctuation). An
   answer that restates the request wins relevance, the embedding similarity of answer and
   prompt, without answering it.
+- restatement: at least MIN_WORDS words, under RESTATEMENT_NEW_SHARE of them new (not used by
+  the prompt, as `new_word_share` counts them): the request said again in other order or with a
+  word changed, which the echo rule misses ("the plumber fixed my leak quick but charged more
+  than the quote." to "Write a review for a plumber who fixed my leak quickly but charged more
+  than the quote.").
 
 Words are the whitespace-separated pieces of the answer text. Empty and short never overlap;
-unfinished and echo are counted apart from both (an empty answer cut at the limit is empty and
-unfinished).
+unfinished, echo and restatement are counted apart from both and from each other (an empty
+answer cut at the limit is empty and unfinished; an echo with little else is a restatement too).
 
 Whether an answer was cut comes from its token count: `Generation.tokens` counts the response
 up to and including the end-of-turn token (the response mask of `steering.model.generate`), so
@@ -32,9 +37,10 @@ from dataclasses import dataclass
 
 MIN_WORDS = 5
 ECHO_WORDS = 8
+RESTATEMENT_NEW_SHARE = 0.2
 SENTENCE_END = (".", "!", "?", "…", "。", "！", "？")
 CLOSERS = "\"'”’»)]*_ \t\n"
-CATEGORIES = ("empty", "short", "degenerate", "unfinished", "echo")
+CATEGORIES = ("empty", "short", "degenerate", "unfinished", "echo", "restatement")
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,7 @@ class AnswerQuality:
     short: bool
     unfinished: bool
     echo: bool = False
+    restatement: bool = False
 
     @property
     def degenerate(self) -> bool:
@@ -63,6 +70,7 @@ def classify(text: str, tokens: int, max_new_tokens: int, prompt: str) -> Answer
         short=0 < words < MIN_WORDS,
         unfinished=cut and not ends_sentence(text),
         echo=echoes(prompt, text),
+        restatement=words >= MIN_WORDS and new_word_share(prompt, text) < RESTATEMENT_NEW_SHARE,
     )
 
 

@@ -1,5 +1,5 @@
-"""The evaluation figure's panel of degenerate, unfinished and echoing answers (`quality`), per
-method and grid weighting, drawn from the results JSON."""
+"""The evaluation figure's panel of degenerate, unfinished, echoing and restating answers
+(`quality`), per method and grid weighting, drawn from the results JSON."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ PANEL_CATEGORIES = {
     "degenerate": "degenerate answers (under five words)",
     "unfinished": "unfinished answers (cut at the token limit mid-sentence)",
     "echo": "answers repeating the prompt",
+    "restatement": "answers restating the prompt (under 1/5 new words)",
 }
 
 

@@ -100,6 +100,9 @@ def test_answer_means_over_the_grid(results):
     assert good["tokens"]["lower"] >= 5.0 and good["tokens"]["upper"] <= 7.0
     assert good["echo"] == {"estimate": 0.0, "lower": 0.0, "upper": 0.0}
     assert results["methods"]["bad"]["intervals"]["echo"]["estimate"] == pytest.approx(1 / 3)
+    # the echo has no word the prompt lacks: a restatement as well
+    assert results["methods"]["bad"]["intervals"]["restatement"]["estimate"] == pytest.approx(1 / 3)
+    assert good["restatement"] == {"estimate": 0.0, "lower": 0.0, "upper": 0.0}
     assert results["bootstrap"] == {
         "unit": "prompt",
         "resamples": 300,

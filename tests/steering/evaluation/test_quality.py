@@ -63,7 +63,26 @@ def test_shares_count_each_category_over_the_answers():
         "degenerate": 0.5,
         "unfinished": 0.25,
         "echo": 0.0,
+        "restatement": 0.0,
     }
+
+
+def test_an_answer_made_of_the_prompts_words_is_a_restatement():
+    asked = (
+        "Write a review for a plumber who fixed my leak quickly but charged more than the quote."
+    )
+    # one new word ("quick") in twelve: a restatement, which the echo rule misses
+    restated = classify(
+        "the plumber fixed my leak quick but charged more than the quote.", 14, LIMIT, asked
+    )
+    assert restated.restatement and not restated.echo
+    # an answer that reuses the prompt's words but says more: 7 of its 11 words are new
+    answer = classify("The plumber was quick and kind, but the bill hurt.", 12, LIMIT, asked)
+    assert not answer.restatement
+    # under five words it is short, not a restatement
+    assert not classify("A plumber review.", 4, LIMIT, asked).restatement
+    # the verbatim echo is one too
+    assert classify(asked, 18, LIMIT, asked).restatement
 
 
 def test_an_answer_repeating_the_prompt_is_an_echo():
