@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 
 PANEL_CATEGORIES = {
@@ -32,5 +34,6 @@ def draw_quality_panel(figure, results: dict) -> None:
         ax.set_yticks(range(len(methods)), list(methods))
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_xlabel("weighting (" + ", ".join(results["objectives"]) + ")")
-        ax.set_title(f"share of {title}", fontsize=10)
+        # wrapped: four titles side by side would run into each other
+        ax.set_title(textwrap.fill(f"share of {title}", 32), fontsize=9)
     figure.colorbar(image, ax=list(axes), shrink=0.8)
