@@ -63,14 +63,14 @@ class AnswerQuality:
 def classify(text: str, tokens: int, max_new_tokens: int, prompt: str) -> AnswerQuality:
     """The categories of one answer to `prompt` of `tokens` generated tokens under a limit of
     max_new_tokens."""
-    words = len(text.split())
+    count = len(text.split())
     cut = tokens >= max_new_tokens
     return AnswerQuality(
-        empty=words == 0,
-        short=0 < words < MIN_WORDS,
+        empty=count == 0,
+        short=0 < count < MIN_WORDS,
         unfinished=cut and not ends_sentence(text),
         echo=echoes(prompt, text),
-        restatement=words >= MIN_WORDS and new_word_share(prompt, text) < RESTATEMENT_NEW_SHARE,
+        restatement=count >= MIN_WORDS and new_word_share(prompt, text) < RESTATEMENT_NEW_SHARE,
     )
 
 
