@@ -2,7 +2,7 @@
 
 Per method: the hypervolume, the steerability rho of every objective, and over the whole grid
 the mean fluency (base-model log-probability per answer token), the mean answer length in tokens
-and the shares of degenerate, unfinished, echoing and restating answers (`quality`). Per pair
+and the shares of degenerate, unfinished, echoing, restating and off-topic answers (`quality`). Per pair
 of methods: the share of A's points dominated by B's front, and the paired difference of their
 hypervolumes with the method it supports as higher. Every statistic is computed on the same
 resamples of prompts, so the differences are paired.
@@ -13,7 +13,7 @@ Added to the results JSON (the fields `evaluate` writes stay as they are):
     "methods": {NAME: {..., "intervals": {
         "hypervolume": INTERVAL, "steerability": {objective: INTERVAL},
         "fluency": INTERVAL, "tokens": INTERVAL, "degenerate": INTERVAL, "unfinished": INTERVAL,
-        "echo": INTERVAL, "restatement": INTERVAL}}},
+        "echo": INTERVAL, "restatement": INTERVAL, "off_topic": INTERVAL}}},
     "dominance_intervals": {A: {B: INTERVAL}},            # the "dominance" shares' intervals
     "hypervolume_differences": [{"a": A, "b": B, **INTERVAL, "winner": A, B or null}]
 
@@ -32,7 +32,7 @@ from steering.evaluation.intervals import CONFIDENCE, bootstrap, winner
 from steering.evaluation.pareto import dominated_share, hypervolume, steerability
 from steering.evaluation.quality import classify
 
-ANSWER_MEANS = ("degenerate", "unfinished", "echo", "restatement", "fluency", "tokens")
+ANSWER_MEANS = ("degenerate", "unfinished", "echo", "restatement", "off_topic", "fluency", "tokens")
 """Per-answer values whose mean over the grid is a claim about a method."""
 
 
@@ -53,7 +53,13 @@ class SweepTable:
         for row in rows:
             at = (row["point"], row["prompt"], row["sample"])
             raw[at] = [row["raw"][name] for name in objectives]
-            quality = classify(row["text"], row["tokens"], max_new_tokens, row["prompt_text"])
+            quality = classify(
+                row["text"],
+                row["tokens"],
+                max_new_tokens,
+                row["prompt_text"],
+                row.get("similarity"),
+            )
             values = {"fluency": row["fluency"], "tokens": row["tokens"], **quality.flags()}
             for name in ANSWER_MEANS:
                 answers[name][at] = values[name]
@@ -174,6 +180,7 @@ def format_claims(results: dict) -> str:
         f"{setup['resamples']} resamples, seed {setup['seed']}; degenerate: under five words; "
         f"unfinished: cut at {results['max_new_tokens']} tokens without closing punctuation; "
         "echo: repeats the prompt; restatement: five words or more, under a fifth of them new; "
+        "off_topic: five words or more, MiniLM similarity to the prompt under 0.2; "
         "fluency: base-model log-probability per token]",
     ]
     return "\n".join(lines)

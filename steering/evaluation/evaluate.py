@@ -28,7 +28,8 @@ Results schema (other tools read it):
 
 plus the claims' bootstrap intervals over prompts (`steering.evaluation.claims`). Fluency is
 the base model's log-probability per answer token (the `fluency` objective's computation); the
-quality categories (empty, short, degenerate, unfinished, echo, restatement) are defined in
+quality categories (empty, short, degenerate, unfinished, echo, restatement, off_topic) are
+defined in
 `steering.evaluation.quality`.
 
 Rewards are z-scores under the calibration shipped with the clp adapter (base-model samples on
@@ -62,6 +63,7 @@ from steering.model.methods import METHODS, check_method
 from steering.model.mixing import ADAPTER_FILE
 from steering.model_files import file_sha256
 from steering.objectives.declared import ObjectiveSet, resolve_objectives
+from steering.objectives.embedding import relevance
 from steering.objectives.fluency import fluency_scores
 from steering.prompts import read_prompts
 from steering.weights import Weights
@@ -160,9 +162,13 @@ def sweep_method(
         if any(key not in cache for key in keys[start : start + rows_per_batch])
     ]
     with cache_path.open("a") as handle:
-        # rows cached before answers were scored for fluency get it now
-        unscored = [cache[key] for key in keys if key in cache and "fluency" not in cache[key]]
-        _append(handle, cache, _with_fluency(steerer.base, unscored))
+        # rows cached before answers were scored for fluency or similarity get them now
+        unscored = [
+            cache[key]
+            for key in keys
+            if key in cache and not {"fluency", "similarity"} <= cache[key].keys()
+        ]
+        _append(handle, cache, _with_answer_scores(steerer.base, unscored))
         for start in tqdm(starts, desc=f"evaluate {method}", unit="batch"):
             batch = wanted[start : start + rows_per_batch]
             missing = [key not in cache for key in keys[start : start + rows_per_batch]]
@@ -193,16 +199,22 @@ def sweep_method(
                 }
                 for i, ((point, p, s), result) in enumerate(fresh)
             ]
-            _append(handle, cache, _with_fluency(steerer.base, rows))
+            _append(handle, cache, _with_answer_scores(steerer.base, rows))
     # a row cached for the same prompt at another place in the prompts file takes this place
     return [{**cache[key], "prompt": p} for (_, p, _), key in zip(wanted, keys, strict=True)]
 
 
-def _with_fluency(base, rows: list[dict]) -> list[dict]:
-    """The rows with "fluency", the base model's log-probability per token of each answer."""
+def _with_answer_scores(base, rows: list[dict]) -> list[dict]:
+    """The rows with "fluency", the base model's log-probability per token of each answer, and
+    "similarity", its MiniLM cosine to the prompt (what `off_topic` is counted by)."""
+    prompts, texts = [r["prompt_text"] for r in rows], [r["text"] for r in rows]
     with base.lock:
-        scores = fluency_scores(base, [r["prompt_text"] for r in rows], [r["text"] for r in rows])
-    return [{**row, "fluency": float(value)} for row, value in zip(rows, scores, strict=True)]
+        fluency = fluency_scores(base, prompts, texts)
+    similarity = relevance(prompts, texts) if rows else []
+    return [
+        {**row, "fluency": float(f), "similarity": float(s)}
+        for row, f, s in zip(rows, fluency, similarity, strict=True)
+    ]
 
 
 def _append(handle, cache: dict[tuple, dict], rows: list[dict]) -> None:
@@ -219,7 +231,10 @@ def summarise_method(rows, grid, objectives, calibration, reference, max_new_tok
         mine = [r for r in rows if r["point"] == index]
         raw = {name: np.array([r["raw"][name] for r in mine]) for name in objectives}
         normalised = calibration.normalise(raw)
-        quality = [classify(r["text"], r["tokens"], max_new_tokens, r["prompt_text"]) for r in mine]
+        quality = [
+            classify(r["text"], r["tokens"], max_new_tokens, r["prompt_text"], r.get("similarity"))
+            for r in mine
+        ]
         answers += quality
         points.append(
             {
@@ -350,7 +365,8 @@ def write_plots(results: dict, out: Path) -> None:
             ", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True))
             + f"<br>degenerate {p['quality']['degenerate']:.2f}, "
             + f"unfinished {p['quality']['unfinished']:.2f}, echo {p['quality']['echo']:.2f}, "
-            + f"restatement {p['quality']['restatement']:.2f}"
+            + f"restatement {p['quality']['restatement']:.2f}, "
+            + f"off topic {p['quality']['off_topic']:.2f}"
             for p in r["points"]
         ]
         if k >= 3:

@@ -16,10 +16,16 @@ An answer is
   word changed, which the echo rule misses ("the plumber fixed my leak quick but charged more
   than the quote." to "Write a review for a plumber who fixed my leak quickly but charged more
   than the quote.").
+- off_topic: at least MIN_WORDS words, with a MiniLM similarity to the prompt (the `relevance`
+  objective's cosine, which `evaluate` stores with each answer) under OFF_TOPIC_SIMILARITY: a
+  complete sentence about something else ("Thank you for reading, have a lovely day!" to a
+  request for a book review), which no other category catches. 5% of the base model's answers
+  to the training prompts are under it; they are refusals and ramblings.
 
 Words are the whitespace-separated pieces of the answer text. Empty and short never overlap;
 unfinished, echo and restatement are counted apart from both and from each other (an empty
-answer cut at the limit is empty and unfinished; an echo with little else is a restatement too).
+answer cut at the limit is empty and unfinished; an echo with little else is a restatement too;
+an answer is off topic only when its similarity is known).
 
 Whether an answer was cut comes from its token count: `Generation.tokens` counts the response
 up to and including the end-of-turn token (the response mask of `steering.model.generate`), so
@@ -38,9 +44,10 @@ from dataclasses import dataclass
 MIN_WORDS = 5
 ECHO_WORDS = 8
 RESTATEMENT_NEW_SHARE = 0.2
+OFF_TOPIC_SIMILARITY = 0.2
 SENTENCE_END = (".", "!", "?", "…", "。", "！", "？")
 CLOSERS = "\"'”’»)]*_ \t\n"
-CATEGORIES = ("empty", "short", "degenerate", "unfinished", "echo", "restatement")
+CATEGORIES = ("empty", "short", "degenerate", "unfinished", "echo", "restatement", "off_topic")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class AnswerQuality:
     unfinished: bool
     echo: bool = False
     restatement: bool = False
+    off_topic: bool = False
 
     @property
     def degenerate(self) -> bool:
@@ -60,17 +68,22 @@ class AnswerQuality:
         return {category: getattr(self, category) for category in CATEGORIES}
 
 
-def classify(text: str, tokens: int, max_new_tokens: int, prompt: str) -> AnswerQuality:
+def classify(
+    text: str, tokens: int, max_new_tokens: int, prompt: str, similarity: float | None = None
+) -> AnswerQuality:
     """The categories of one answer to `prompt` of `tokens` generated tokens under a limit of
-    max_new_tokens."""
+    max_new_tokens; `similarity`, the answer's MiniLM cosine to the prompt, decides off_topic
+    (None: not off topic)."""
     count = len(text.split())
     cut = tokens >= max_new_tokens
+    far = similarity is not None and similarity < OFF_TOPIC_SIMILARITY
     return AnswerQuality(
         empty=count == 0,
         short=0 < count < MIN_WORDS,
         unfinished=cut and not ends_sentence(text),
         echo=echoes(prompt, text),
         restatement=count >= MIN_WORDS and new_word_share(prompt, text) < RESTATEMENT_NEW_SHARE,
+        off_topic=count >= MIN_WORDS and far,
     )
 
 

@@ -12,6 +12,7 @@ PANEL_CATEGORIES = {
     "unfinished": "unfinished answers (cut at the token limit mid-sentence)",
     "echo": "answers repeating the prompt",
     "restatement": "answers restating the prompt (under 1/5 new words)",
+    "off_topic": "answers off the prompt's topic (MiniLM similarity under 0.2)",
 }
 
 
@@ -34,6 +35,6 @@ def draw_quality_panel(figure, results: dict) -> None:
         ax.set_yticks(range(len(methods)), list(methods))
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
         ax.set_xlabel("weighting (" + ", ".join(results["objectives"]) + ")")
-        # wrapped: four titles side by side would run into each other
+        # wrapped: five titles side by side would run into each other
         ax.set_title(textwrap.fill(f"share of {title}", 32), fontsize=9)
     figure.colorbar(image, ax=list(axes), shrink=0.8)

@@ -12,9 +12,9 @@ Built-in objectives (all higher-is-better, all offline; models load on first use
 | positivity       | text       | [-1, 1]   | 0.0                                 |
 | harmlessness     | text       | [0, 1]    | about 0.96 (the classifier's prior) |
 | relevance        | embedding  | [-1, 1]   | 0.0                                 |
-| answer_relevance | embedding  | [-1, 1]   | 0.0                                 |
+| answer_relevance | answers    | [-1, 1]   | 0.0                                 |
 | conciseness      | text       | [0, 1]    | 1.0                                 |
-| brevity          | text       | [0, 1]    | 0.0                                 |
+| brevity          | answers    | [0, 1]    | 0.0                                 |
 | readability      | text       | [0, 1]    | 0.0                                 |
 | fluency          | fluency    | [-20, 0]  | log p(end of sequence) after prompt |
 | classifier       | classifier | [0, 1]    | the model's probability for ""      |
@@ -27,7 +27,14 @@ pieces, classifier 512 tokens, fluency 2,000 characters). Every score passes thr
 `Objective.__call__`, which raises instead of letting a NaN or a wrong shape through.
 """
 
-from steering.objectives import classifier, embedding, fluency, human, text  # noqa: F401 (registers)
+from steering.objectives import (  # noqa: F401 (registers)
+    answers,
+    classifier,
+    embedding,
+    fluency,
+    human,
+    text,
+)
 from steering.objectives.calibration import (
     CALIBRATION_FILENAME,
     Calibration,

@@ -15,15 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from steering.errors import UserError
-from steering.evaluation.quality import new_word_share
 from steering.objectives.registry import register_objective
 
 EMBEDDER_NAME = "all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
 EMBED_BATCH_SIZE = 32
-NEW_WORDS_FOR_FULL_CREDIT = 0.5
-"""answer_relevance gives full credit to an answer at least half of whose words the prompt does
-not use, and scales it down linearly below that, to 0 for an answer made of the prompt's words."""
 
 
 def embedder_path() -> Path:
@@ -80,21 +76,3 @@ def relevance(prompts: list[str], responses: list[str]) -> np.ndarray:
         r = embed([responses[i] for i in keep])  # (n, 384)
         scores[keep] = np.clip(np.sum(p * r, axis=1), -1.0, 1.0)
     return scores
-
-
-@register_objective(
-    "answer_relevance",
-    description=(
-        "Relevance that restating the prompt cannot win: the relevance cosine, scaled down when "
-        "over half of the response's words are the prompt's."
-    ),
-)
-def answer_relevance(prompts: list[str], responses: list[str]) -> np.ndarray:
-    """relevance * min(1, new / NEW_WORDS_FOR_FULL_CREDIT), where new is the share of the
-    response's words that the prompt does not use. The embedding similarity is highest for the
-    prompt itself, so a policy trained on plain relevance learns to restate the request ("the
-    plumber fixed my leak quick but charged more than the quote."); that restatement has one new
-    word in eleven and keeps a fifth of its similarity. Real answers keep all of it: 99.7% of the
-    base model's evaluation answers have at least half new words."""
-    shares = np.array([new_word_share(p, r) for p, r in zip(prompts, responses, strict=True)])
-    return relevance(prompts, responses) * np.minimum(1.0, shares / NEW_WORDS_FOR_FULL_CREDIT)

@@ -5,10 +5,10 @@
 | positivity   | [-1, 1]  | 0.0 (VADER scores emoji such as a smiley, so emoji may be != 0) |
 | harmlessness | [0, 1]   | the classifier's prior, about 0.96                             |
 | conciseness  | [0, 1]   | 1.0 (nothing to read is as brief as it gets)                   |
-| brevity      | [0, 1]   | 0.0 (under five words: not an answer)                          |
 | readability  | [0, 1]   | 0.0 (no words: nothing readable)                               |
 
-All five ignore the prompt. Non-English text gets whatever the English-trained scorer makes of it
+All four ignore the prompt (`brevity`, conciseness for complete answers on the prompt's topic,
+is in `answers`). Non-English text gets whatever the English-trained scorer makes of it
 (usually neutral sentiment, low profanity, and an arbitrary but clipped readability).
 """
 
@@ -20,7 +20,6 @@ from functools import cache
 
 import numpy as np
 
-from steering.evaluation.quality import MIN_WORDS, ends_sentence, too_short
 from steering.objectives.registry import register_objective
 
 CONCISENESS_MAX_TOKENS = 128
@@ -78,23 +77,6 @@ def approx_token_count(text: str) -> int:
 def conciseness(prompts: list[str], responses: list[str]) -> np.ndarray:
     counts = np.array([approx_token_count(r) for r in responses], dtype=float)
     return 1.0 - np.minimum(1.0, counts / CONCISENESS_MAX_TOKENS)
-
-
-@register_objective(
-    "brevity",
-    description=(
-        f"Brief, complete answers: conciseness, but 0 under {MIN_WORDS} words or for an answer "
-        "that does not end a sentence."
-    ),
-)
-def brevity(prompts: list[str], responses: list[str]) -> np.ndarray:
-    """Conciseness that a fragment cannot win. Plain conciseness gives its highest scores to
-    "Dear Mr.", "Hey Alex," or nothing at all, and a policy trained on it learns to say them at
-    the conciseness corner; here those get no credit, and neither does an answer cut at the token
-    limit or stopped on a colon. The degenerate and unfinished answers of `evaluate` are counted
-    by the same rules (`steering.evaluation.quality`)."""
-    complete = np.array([not too_short(r) and ends_sentence(r) for r in responses])
-    return np.where(complete, conciseness(prompts, responses), 0.0)
 
 
 READABILITY_LANG = "en-US"

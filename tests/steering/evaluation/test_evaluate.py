@@ -7,6 +7,7 @@ from safetensors.torch import load_file, save_file
 from steering.errors import UserError
 from steering.evaluation.evaluate import EvaluateConfig, evaluate
 from steering.evaluation.quality import CATEGORIES
+from steering.objectives import score
 
 
 @pytest.fixture
@@ -66,7 +67,8 @@ def test_the_results_hold_answer_quality_and_intervals(tiny_env, prompts_file, t
         # fluency is a mean clamped log-probability, in [-20, 0]
         assert all(-20.0 <= p["fluency"] <= 0.0 for p in method["points"])
         found = method["intervals"]
-        claims = [found[name] for name in ("hypervolume", "degenerate", "unfinished", "fluency")]
+        names = ("hypervolume", "degenerate", "unfinished", "off_topic", "fluency")
+        claims = [found[name] for name in names]
         claims += [found["tokens"], *found["steerability"].values()]
         # two prompts: a resample is both of them (half the time, giving the estimate) or one
         # twice, so the interval runs from the smallest to the largest of three values
@@ -83,7 +85,10 @@ def test_the_results_hold_answer_quality_and_intervals(tiny_env, prompts_file, t
     assert pair["winner"] in ("clp", "base", None)
 
 
-def test_cached_rows_without_fluency_are_scored_on_resume(tiny_env, prompts_file, tmp_path):
+@pytest.mark.parametrize("dropped", [("fluency",), ("similarity",), ("fluency", "similarity")])
+def test_cached_rows_without_answer_scores_are_scored_on_resume(
+    tiny_env, prompts_file, tmp_path, dropped
+):
     out = tmp_path / "results.json"
     config = EvaluateConfig(
         str(prompts_file), ("base",), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=10
@@ -92,13 +97,19 @@ def test_cached_rows_without_fluency_are_scored_on_resume(tiny_env, prompts_file
     results = json.loads(out.read_text())
     cache = out.with_suffix(".cache.jsonl")
     rows = [json.loads(line) for line in cache.read_text().splitlines()]
-    # a cache written before answers were scored for fluency
+    # every answer's MiniLM cosine to its prompt, what off_topic is counted by
+    similarity = score(["relevance"], [r["prompt_text"] for r in rows], [r["text"] for r in rows])
+    assert [r["similarity"] for r in rows] == pytest.approx(list(similarity["relevance"]))
+    # a cache written before answers were scored for fluency or similarity
     cache.write_text(
-        "".join(json.dumps({k: v for k, v in r.items() if k != "fluency"}) + "\n" for r in rows)
+        "".join(json.dumps({k: v for k, v in r.items() if k not in dropped}) + "\n" for r in rows)
     )
     evaluate(config)
     appended = [json.loads(line) for line in cache.read_text().splitlines()][len(rows) :]
-    assert appended == rows  # every row scored again, to the same fluency
+    # every row scored again, to the same values (MiniLM's to float precision: its batches differ)
+    assert [r["similarity"] for r in appended] == pytest.approx([r["similarity"] for r in rows])
+    others = [{k: v for k, v in r.items() if k != "similarity"} for r in rows]
+    assert [{k: v for k, v in r.items() if k != "similarity"} for r in appended] == others
     assert json.loads(out.read_text()) == results
 
 

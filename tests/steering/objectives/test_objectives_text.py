@@ -12,12 +12,11 @@ from steering.objectives.text import (
     flesch_reading_ease,
 )
 
-CHEAP = ["positivity", "harmlessness", "conciseness", "brevity", "readability"]
+CHEAP = ["positivity", "harmlessness", "conciseness", "readability"]
 RANGES = {
     "positivity": (-1.0, 1.0),
     "harmlessness": (0.0, 1.0),
     "conciseness": (0.0, 1.0),
-    "brevity": (0.0, 1.0),
     "readability": (0.0, 1.0),
 }
 
@@ -46,24 +45,6 @@ def test_conciseness_by_hand():
     assert one("conciseness", "one two three") == pytest.approx(1 - 3 / CONCISENESS_MAX_TOKENS)
     assert one("conciseness", "word " * CONCISENESS_MAX_TOKENS) == 0.0
     assert one("conciseness", "word " * 1000) == 0.0
-
-
-def test_brevity_gives_no_credit_to_fragments_or_unfinished_answers():
-    done = "The coffee was good today."  # five words and the full stop: 6 tokens
-    assert one("brevity", done) == pytest.approx(1 - 6 / CONCISENESS_MAX_TOKENS)
-    assert one("brevity", done) == one("conciseness", done)
-    assert one("brevity", "Good coffee, kind staff!") == 0.0  # four words
-    assert one("brevity", "Dear Mr.") == 0.0
-    assert one("brevity", "") == 0.0
-    # the shortest answers that are not answers: a heading, a lead-in, a cut sentence
-    assert one("brevity", "Here is a short review of the cafe:") == 0.0
-    assert one("brevity", "The coffee was good and the staff") == 0.0
-    # closing quotes, brackets and emphasis after the full stop still end the sentence
-    assert one("brevity", '"The coffee was good today."') > 0.9
-    assert one("brevity", "*The coffee was good today.*") > 0.9
-    # among complete answers, shorter is better, as under conciseness
-    longer = "The coffee was good today, and the staff were kind to everyone who came in."
-    assert 0 < one("brevity", longer) < one("brevity", done)
 
 
 def test_positivity_orders_sentiment():
@@ -115,7 +96,6 @@ def test_bad_inputs_give_finite_scores_in_range(bad_responses):
     for i in (0, 1):
         assert result["positivity"][i] == 0.0
         assert result["conciseness"][i] == 1.0
-        assert result["brevity"][i] == 0.0
         assert result["readability"][i] == 0.0
         assert result["harmlessness"][i] == pytest.approx(0.96, abs=0.01)
     assert result["conciseness"][6] == 0.0  # 10,000 characters is far past the limit

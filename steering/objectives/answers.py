@@ -1,0 +1,81 @@
+"""Objectives a degenerate answer cannot win: `brevity` and `answer_relevance`.
+
+Optimised on the policy's own samples, `conciseness` and `relevance` reward answers that are not
+answers. The shortest text wins conciseness ("Dear Mr.", "Hey Alex,", nothing, or any short
+sentence on another subject), and the prompt itself wins relevance, so a policy learns to restate
+the request. These two variants close those doors with the definitions `evaluate` counts
+degenerate answers by (`steering.evaluation.quality`).
+
+| name             | range    | empty response | reads the prompt |
+|------------------|----------|----------------|------------------|
+| brevity          | [0, 1]   | 0.0            | yes (MiniLM)     |
+| answer_relevance | [-1, 1]  | 0.0            | yes (MiniLM)     |
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from steering.evaluation.quality import MIN_WORDS, ends_sentence, new_word_share, too_short
+from steering.objectives.embedding import relevance
+from steering.objectives.registry import register_objective
+from steering.objectives.text import conciseness
+
+NEW_WORDS_FOR_FULL_CREDIT = 0.5
+"""answer_relevance gives full credit to an answer at least half of whose words the prompt does
+not use, and scales it down linearly below that, to 0 for an answer made of the prompt's words."""
+
+ON_TOPIC = 0.25
+"""brevity gives full credit to an answer whose answer_relevance is at least this, and scales it
+down linearly below, to 0 at 0 or less. Between the 5th (0.21) and 10th (0.28) percentiles of the
+base model's answers to the training prompts (docs/objectives.md): the answers below it are
+refusals and ramblings, and a short sentence on another subject keeps little of its credit."""
+
+
+@register_objective(
+    "answer_relevance",
+    description=(
+        "Relevance that restating the prompt cannot win: the relevance cosine, scaled down when "
+        "over half of the response's words are the prompt's."
+    ),
+)
+def answer_relevance(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """relevance * min(1, new / NEW_WORDS_FOR_FULL_CREDIT), where new is the share of the
+    response's words that the prompt does not use. The embedding similarity is highest for the
+    prompt itself, so a policy trained on plain relevance learns to restate the request ("the
+    plumber fixed my leak quick but charged more than the quote."); that restatement has one new
+    word in eleven and keeps a fifth of its similarity. Real answers keep all of it: 99.7% of the
+    base model's evaluation answers have at least half new words."""
+    shares = np.array([new_word_share(p, r) for p, r in zip(prompts, responses, strict=True)])
+    return relevance(prompts, responses) * np.minimum(1.0, shares / NEW_WORDS_FOR_FULL_CREDIT)
+
+
+def on_topic(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """The share of brevity's credit an answer keeps for being about the prompt, in [0, 1]:
+    min(1, max(0, answer_relevance) / ON_TOPIC)."""
+    return np.clip(answer_relevance(prompts, responses) / ON_TOPIC, 0.0, 1.0)
+
+
+@register_objective(
+    "brevity",
+    description=(
+        f"Brief, complete answers to the prompt: conciseness, but 0 under {MIN_WORDS} words or "
+        f"for an answer that does not end a sentence, and scaled down below an answer_relevance "
+        f"of {ON_TOPIC}."
+    ),
+)
+def brevity(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """Conciseness that a fragment or a change of subject cannot win. Plain conciseness gives its
+    highest scores to "Dear Mr.", "Hey Alex," or nothing at all; here those get no credit, and
+    neither does an answer cut at the token limit or stopped on a colon. A complete sentence on
+    another subject ("Thank you for reading, have a lovely day!" for a mystery-novel review) keeps
+    only the share `on_topic` of its credit, and so does a restatement of the prompt, whose
+    answer_relevance is small."""
+    complete = np.array([not too_short(r) and ends_sentence(r) for r in responses])
+    scores = np.zeros(len(responses), dtype=float)
+    if complete.any():
+        keep = np.flatnonzero(complete)
+        chosen_prompts = [prompts[i] for i in keep]
+        chosen = [responses[i] for i in keep]
+        scores[keep] = conciseness(chosen_prompts, chosen) * on_topic(chosen_prompts, chosen)
+    return scores

