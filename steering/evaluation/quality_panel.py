@@ -34,7 +34,8 @@ def draw_quality_panel(figure, results: dict) -> None:
                 )
         ax.set_yticks(range(len(methods)), list(methods))
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-        ax.set_xlabel("weighting (" + ", ".join(results["objectives"]) + ")")
         # wrapped: five titles side by side would run into each other
         ax.set_title(textwrap.fill(f"share of {title}", 32), fontsize=9)
+    # one axis label for the row: five side by side would run into each other
+    axes[0].set_xlabel("weighting (" + ", ".join(results["objectives"]) + ")", loc="left")
     figure.colorbar(image, ax=list(axes), shrink=0.8)
