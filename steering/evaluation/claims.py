@@ -30,7 +30,7 @@ import numpy as np
 
 from steering.evaluation.intervals import CONFIDENCE, bootstrap, winner
 from steering.evaluation.pareto import dominated_share, hypervolume, steerability
-from steering.evaluation.quality import classify
+from steering.evaluation.quality import OFF_TOPIC_SIMILARITY, classify
 
 ANSWER_MEANS = ("degenerate", "unfinished", "echo", "restatement", "off_topic", "fluency", "tokens")
 """Per-answer values whose mean over the grid is a claim about a method."""
@@ -180,7 +180,7 @@ def format_claims(results: dict) -> str:
         f"{setup['resamples']} resamples, seed {setup['seed']}; degenerate: under five words; "
         f"unfinished: cut at {results['max_new_tokens']} tokens without closing punctuation; "
         "echo: repeats the prompt; restatement: five words or more, under a fifth of them new; "
-        "off_topic: five words or more, MiniLM similarity to the prompt under 0.2; "
+        f"off_topic: five words or more, MiniLM similarity to the prompt under {OFF_TOPIC_SIMILARITY}; "
         "fluency: base-model log-probability per token]",
     ]
     return "\n".join(lines)

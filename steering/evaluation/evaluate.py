@@ -29,8 +29,7 @@ Results schema (other tools read it):
 plus the claims' bootstrap intervals over prompts (`steering.evaluation.claims`). Fluency is
 the base model's log-probability per answer token (the `fluency` objective's computation); the
 quality categories (empty, short, degenerate, unfinished, echo, restatement, off_topic) are
-defined in
-`steering.evaluation.quality`.
+defined in `steering.evaluation.quality`.
 
 Rewards are z-scores under the calibration shipped with the clp adapter (base-model samples on
 the training prompts), so every method is measured on the same scale.
@@ -210,7 +209,7 @@ def _with_answer_scores(base, rows: list[dict]) -> list[dict]:
     prompts, texts = [r["prompt_text"] for r in rows], [r["text"] for r in rows]
     with base.lock:
         fluency = fluency_scores(base, prompts, texts)
-    similarity = relevance(prompts, texts) if rows else []
+    similarity = relevance(prompts, texts)
     return [
         {**row, "fluency": float(f), "similarity": float(s)}
         for row, f, s in zip(rows, fluency, similarity, strict=True)

@@ -7,12 +7,14 @@ import textwrap
 
 import numpy as np
 
+from steering.evaluation.quality import OFF_TOPIC_SIMILARITY
+
 PANEL_CATEGORIES = {
     "degenerate": "degenerate answers (under five words)",
     "unfinished": "unfinished answers (cut at the token limit mid-sentence)",
     "echo": "answers repeating the prompt",
     "restatement": "answers restating the prompt (under 1/5 new words)",
-    "off_topic": "answers off the prompt's topic (MiniLM similarity under 0.2)",
+    "off_topic": f"answers off the prompt's topic (MiniLM similarity under {OFF_TOPIC_SIMILARITY})",
 }
 
 
