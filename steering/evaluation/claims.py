@@ -180,7 +180,8 @@ def format_claims(results: dict) -> str:
         f"{setup['resamples']} resamples, seed {setup['seed']}; degenerate: under five words; "
         f"unfinished: cut at {results['max_new_tokens']} tokens without closing punctuation; "
         "echo: repeats the prompt; restatement: five words or more, under a fifth of them new; "
-        f"off_topic: five words or more, MiniLM similarity to the prompt under {OFF_TOPIC_SIMILARITY}; "
+        "off_topic: five words or more, MiniLM similarity to the prompt under "
+        f"{OFF_TOPIC_SIMILARITY}; "
         "fluency: base-model log-probability per token]",
     ]
     return "\n".join(lines)

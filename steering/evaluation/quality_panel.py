@@ -14,7 +14,9 @@ PANEL_CATEGORIES = {
     "unfinished": "unfinished answers (cut at the token limit mid-sentence)",
     "echo": "answers repeating the prompt",
     "restatement": "answers restating the prompt (under 1/5 new words)",
-    "off_topic": f"answers off the prompt's topic (MiniLM similarity under {OFF_TOPIC_SIMILARITY})",
+    "off_topic": (
+        f"answers off the prompt's topic (MiniLM similarity under {OFF_TOPIC_SIMILARITY})"
+    ),
 }
 
 
