@@ -84,8 +84,9 @@ class LlamaCppRuntime:
         _quiet_llama_logs()
         llama_cpp.llama_backend_init()
         model_params = llama_cpp.llama_model_default_params()
-        # Weight repacking selects the CPU's fastest kernels, but dies with SIGILL on VMs that
-        # advertise AMX without enabling it: on wherever a probe in a child process survives
+        # Weight repacking selects the CPU's fastest kernels, but dies on VMs that advertise AMX
+        # without enabling it (SIGILL) and, on a Xeon with AMX, once an adapter is active
+        # (SIGSEGV): on wherever a probe in a child process decoding with an adapter survives
         model_params.use_extra_bufts = repack_enabled(path)
         self.repack = model_params.use_extra_bufts
         self.model = llama_cpp.llama_model_load_from_file(str(path).encode(), model_params)

@@ -2,11 +2,13 @@
 
 Repacking ("extra buffer types") rearranges quantised weights for the CPU's fastest kernels
 (AMX, AVX-512 VNNI ...). Some virtual machines advertise AMX without enabling its tile registers,
-and there the first matmul kills the process with SIGILL. So a child process loads the model
-with repacking and decodes one token; if it exits cleanly, repacking is on. The answer is
-cached per machine (CPU model and flags, llama-cpp-python version) under
-~/.cache/steering/llamacpp-repack.json and logged. STEERING_LLAMACPP_REPACK=1 or 0 decides
-without a probe.
+and there the first matmul kills the process with SIGILL; on others (a Xeon with AMX) a model
+loads and decodes repacked, but the first decode with a LoRA adapter active dies with SIGSEGV.
+So a child process loads the model with repacking, activates a rank-1 adapter on one attention
+weight (written by the probe itself) and decodes two tokens; if it exits cleanly, repacking is
+on. The answer is cached per machine (CPU model and flags, llama-cpp-python version, the probe's
+own text) under ~/.cache/steering/llamacpp-repack.json and logged. STEERING_LLAMACPP_REPACK=1 or
+0 decides without a probe.
 """
 
 from __future__ import annotations
@@ -25,24 +27,47 @@ log = logging.getLogger(__name__)
 REPACK_ENV = "STEERING_LLAMACPP_REPACK"
 PROBE_TIMEOUT_S = 300
 PROBE = """
-import sys
-import llama_cpp
+import ctypes, os, sys, tempfile
+import gguf, llama_cpp
+import numpy as np
+path = sys.argv[1]
+reader = gguf.GGUFReader(path)
+weight = next(t for t in reader.tensors if t.name.endswith("attn_q.weight"))
+columns, rows = (int(n) for n in weight.shape[:2])
+fd, lora = tempfile.mkstemp(suffix=".gguf", prefix="steering-probe-")
+os.close(fd)
+writer = gguf.GGUFWriter(lora, arch=reader.fields["general.architecture"].contents())
+writer.add_type(gguf.GGUFType.ADAPTER)
+writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, 1.0)
+writer.add_tensor(weight.name + ".lora_a", np.full((1, columns), 0.01, np.float32))
+writer.add_tensor(weight.name + ".lora_b", np.full((rows, 1), 0.01, np.float32))
+writer.write_header_to_file()
+writer.write_kv_data_to_file()
+writer.write_tensors_to_file()
+writer.close()
 llama_cpp.llama_backend_init()
 params = llama_cpp.llama_model_default_params()
 params.use_extra_bufts = True
-model = llama_cpp.llama_model_load_from_file(sys.argv[1].encode(), params)
+model = llama_cpp.llama_model_load_from_file(path.encode(), params)
 assert model, "the model did not load"
 context_params = llama_cpp.llama_context_default_params()
 context_params.n_ctx = 64
 context_params.n_threads = context_params.n_threads_batch = 1
 ctx = llama_cpp.llama_init_from_model(model, context_params)
+adapter = llama_cpp.llama_adapter_lora_init(model, lora.encode())
+os.unlink(lora)
+assert adapter, "the adapter did not load"
+adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+assert llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, (ctypes.c_float * 1)(1.0)) == 0
 tokens = (llama_cpp.llama_token * 2)(1, 2)
 assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, 2)) == 0
 """
 
 
 def machine_key() -> str:
-    """The CPU (model name and flags, from /proc/cpuinfo) and the llama.cpp build."""
+    """The CPU (model name and flags, from /proc/cpuinfo), the llama.cpp build and the probe
+    (a changed probe asks again)."""
     try:
         info = Path("/proc/cpuinfo").read_text()
         lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
@@ -55,7 +80,8 @@ def machine_key() -> str:
         engine = version("llama-cpp-python")
     except Exception:  # noqa: BLE001 (any failure: the key just says unknown)
         engine = "unknown"
-    return hashlib.sha256(f"{platform.machine()}\n{cpu}\n{engine}".encode()).hexdigest()[:16]
+    key = f"{platform.machine()}\n{cpu}\n{engine}\n{PROBE}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def cache_file() -> Path:

@@ -1,6 +1,7 @@
 """Weight repacking: decided per machine by a probe in a child process, cached, overridable."""
 
 import json
+import os
 
 import pytest
 
@@ -52,3 +53,36 @@ def test_a_probe_of_a_file_that_is_no_model_fails_in_the_child(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a model")
     assert probe(bad) is False  # the child failed; this process goes on
+
+
+SERVE_WITH_AN_ADAPTER = """
+import sys
+from steering.model.generate import Decoding
+from steering.serve.backends import Backends
+from steering.weights import Weights
+fast = Backends().llamacpp("clp", sys.argv[1], threads=1)
+weights = Weights.parse(fast.objectives, [0.5, 0.3, 0.2])
+(answer,) = fast.generate(["Name a fruit."], weights, Decoding(4, temperature=0))
+print(fast.runtime.repack, answer.text)
+"""
+
+
+@pytest.mark.slow
+def test_serving_an_adapter_survives_with_the_probes_answer(cache, tmp_path):
+    # a Xeon with AMX decoded repacked weights but died with SIGSEGV once an adapter was active,
+    # while an adapter-less probe said yes: the probe has to try what serving does
+    import subprocess
+    import sys
+
+    from steering.model.policy import resolve_base_model_path
+
+    answer = probe(resolve_base_model_path())
+    served = subprocess.run(
+        [sys.executable, "-c", SERVE_WITH_AN_ADAPTER, "assets/adapters/clp"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "STEERING_LLAMACPP_REPACK": str(int(answer))},
+        timeout=300,
+    )
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert served.stdout.split()[0] == str(answer)
