@@ -6,8 +6,9 @@ and there the first matmul kills the process with SIGILL; on others (a Xeon with
 loads and decodes repacked, but the first decode with a LoRA adapter active dies with SIGSEGV.
 So a child process loads the model with repacking, activates a rank-1 adapter on one attention
 weight (written by the probe itself) and decodes two tokens; if it exits cleanly, repacking is
-on. The answer is cached per machine (CPU model and flags, llama-cpp-python version, the probe's
-own text) under ~/.cache/steering/llamacpp-repack.json and logged. STEERING_LLAMACPP_REPACK=1 or
+on. The answer is cached per machine and weight format (CPU model and flags, llama-cpp-python version, the
+probe's own text, the model's tensor types: a float32 model is not repacked, so its probe says
+nothing about a Q4_1 one) under ~/.cache/steering/llamacpp-repack.json and logged. STEERING_LLAMACPP_REPACK=1 or
 0 decides without a probe.
 """
 
@@ -65,9 +66,21 @@ assert llama_cpp.llama_decode(ctx, llama_cpp.llama_batch_get_one(tokens, 2)) == 
 """
 
 
-def machine_key() -> str:
-    """The CPU (model name and flags, from /proc/cpuinfo), the llama.cpp build and the probe
-    (a changed probe asks again)."""
+def weight_types(model_path: Path) -> str:
+    """The quantisation types of the model's tensors (Q4_1, F32 ...): repacking rearranges only
+    some of them, so a float32 copy of a model can survive where its Q4_1 original crashes."""
+    try:
+        import gguf
+
+        types = {tensor.tensor_type.name for tensor in gguf.GGUFReader(str(model_path)).tensors}
+    except Exception:  # noqa: BLE001 (no file, or no GGUF: the probe then fails on it anyway)
+        return "unreadable"
+    return ",".join(sorted(types))
+
+
+def machine_key(model_path: Path) -> str:
+    """The CPU (model name and flags, from /proc/cpuinfo), the llama.cpp build, the probe (a
+    changed probe asks again) and the model's weight types."""
     try:
         info = Path("/proc/cpuinfo").read_text()
         lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))]
@@ -80,7 +93,7 @@ def machine_key() -> str:
         engine = version("llama-cpp-python")
     except Exception:  # noqa: BLE001 (any failure: the key just says unknown)
         engine = "unknown"
-    key = f"{platform.machine()}\n{cpu}\n{engine}\n{PROBE}"
+    key = f"{platform.machine()}\n{cpu}\n{engine}\n{PROBE}\n{weight_types(model_path)}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -108,7 +121,7 @@ def repack_enabled(model_path: Path, try_it=probe) -> bool:
     chosen = os.environ.get(REPACK_ENV, "").strip()
     if chosen in ("0", "1"):
         return chosen == "1"
-    key, path = machine_key(), cache_file()
+    key, path = machine_key(model_path), cache_file()
     try:
         known = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from steering.serve.repack_probe import cache_file, machine_key, probe, repack_enabled
@@ -29,10 +30,36 @@ def test_the_answer_is_probed_once_per_machine_and_cached(cache, tmp_path):
     assert repack_enabled(tmp_path / "model.gguf", said_yes) is True
     assert repack_enabled(tmp_path / "model.gguf", said_yes) is True
     assert said_yes.calls == 1 and cache_file() == cache
-    assert json.loads(cache.read_text()) == {machine_key(): True}
+    assert json.loads(cache.read_text()) == {machine_key(tmp_path / "model.gguf"): True}
     # another machine's answer is kept beside this one's
-    cache.write_text(json.dumps({"other-machine": False, machine_key(): True}))
+    cache.write_text(
+        json.dumps({"other-machine": False, machine_key(tmp_path / "model.gguf"): True})
+    )
     assert repack_enabled(tmp_path / "model.gguf", Probe(False)) is True
+
+
+def write_model(path, dtype) -> None:
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), arch="llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 32), dtype=dtype))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_models_of_other_weight_types_are_probed_apart(cache, tmp_path):
+    # in the tests a float32 copy of the base model was probed first: repacking leaves float32
+    # alone, so it survived, and the cached yes then crashed the Q4_1 model with an adapter
+    write_model(tmp_path / "f32.gguf", np.float32)
+    write_model(tmp_path / "f16.gguf", np.float16)
+    write_model(tmp_path / "f32-again.gguf", np.float32)
+    assert repack_enabled(tmp_path / "f32.gguf", Probe(True)) is True
+    assert repack_enabled(tmp_path / "f16.gguf", Probe(False)) is False
+    same_types = Probe(False)
+    assert repack_enabled(tmp_path / "f32-again.gguf", same_types) is True
+    assert same_types.calls == 0
 
 
 def test_a_crashing_probe_keeps_repacking_off(cache, tmp_path):
