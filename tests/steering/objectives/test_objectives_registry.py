@@ -23,6 +23,7 @@ from steering.objectives import (
 BUILT_INS = [
     "answer_relevance",
     "brevity",
+    "brief",
     "classifier",
     "conciseness",
     "fluency",
