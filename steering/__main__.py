@@ -59,7 +59,9 @@ def cmd_generate(args) -> None:
     if not args.prompt.strip():
         raise UserError("the prompt is empty")
     use_adapters(args.adapters)
-    decoding = Decoding(args.max_new_tokens, args.temperature, args.top_p, args.seed)
+    decoding = Decoding(
+        args.max_new_tokens, args.temperature, args.top_p, args.seed, args.min_words
+    )
     check_method(args.method)
     directory = args.adapter or adapter_dir_for(args.method)
     metadata = read_metadata(directory) if directory else shipped_metadata()
@@ -151,6 +153,7 @@ def cmd_evaluate(args) -> None:
         out=args.out,
         limit=args.limit,
         max_new_tokens=args.max_new_tokens,
+        min_words=args.min_words,
         seed=args.seed,
         bootstrap=args.bootstrap,
         reference_point=tuple(parse_numbers(args.reference_point))
@@ -307,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=96)
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument(
+        "--min-words",
+        type=int,
+        default=0,
+        help="no stop token before the answer has this many words (0: off; 5 is the quality "
+        "floor: no answer under five words unless the token limit ends it)",
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(func=cmd_generate)
@@ -330,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="results.json")
     ev.add_argument("--limit", type=int, default=0, help="use only the first N prompts")
     ev.add_argument("--max-new-tokens", type=int, default=80)
+    ev.add_argument(
+        "--min-words",
+        type=int,
+        default=0,
+        help="no stop token before the answer has this many words (0: off; 5 is the quality "
+        "floor: no answer under five words unless the token limit ends it)",
+    )
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
         "--reference-point", help="comma-separated; default: fixed in steering.evaluation.evaluate"

@@ -81,6 +81,7 @@ class EvaluateConfig:
     out: str = "results.json"
     limit: int = 0
     max_new_tokens: int = 80
+    min_words: int = 0  # the decoding floor: no stop token before this many words
     seed: int = 0
     temperature: float = 0.7
     rows_per_batch: int = 16
@@ -125,7 +126,9 @@ def sweep_setting(method, steerer, config: EvaluateConfig, objectives: Objective
         "method": method,
         "adapter": file_sha256(adapter) if adapter and adapter.is_file() else None,
         "base": steerer.identity.sha256,
-        "decoding": [config.max_new_tokens, config.temperature, config.seed],
+        # without the floor the digest is the one rows were cached under before it existed
+        "decoding": [config.max_new_tokens, config.temperature, config.seed]
+        + ([config.min_words] if config.min_words else []),
         "grid": config.grid,
         "objectives": objectives.to_json(),
     }
@@ -173,7 +176,12 @@ def sweep_method(
             missing = [key not in cache for key in keys[start : start + rows_per_batch]]
             batch_prompts = [prompts[p] for _, p, _ in batch]
             weights = Weights.rows(steerer.objectives, [grid[point] for point, _, _ in batch])
-            decoding = Decoding(config.max_new_tokens, config.temperature, seed=config.seed + start)
+            decoding = Decoding(
+                config.max_new_tokens,
+                config.temperature,
+                seed=config.seed + start,
+                min_words=config.min_words,
+            )
             results = steerer.generate(batch_prompts, weights, decoding)
             # only the missing rows are scored and stored; the cached ones were generated alike
             fresh = [
@@ -305,6 +313,7 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         "prompts": len(prompts),
         "samples": config.samples,
         "max_new_tokens": config.max_new_tokens,
+        "min_words": config.min_words,
         "methods": {},
     }
     rows_by_method = {}

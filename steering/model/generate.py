@@ -15,6 +15,7 @@ from torch.nn import functional as F
 from transformers import DynamicCache
 
 from steering.errors import UserError
+from steering.evaluation.quality import too_short
 from steering.model.mixing import conditioned
 from steering.model.policy import chat_prompt
 
@@ -27,6 +28,8 @@ class Decoding:
     temperature: float = 0.7
     top_p: float = 0.95
     seed: int = 0
+    min_words: int = 0
+    """no stop token until the response has this many words (0: the model may stop at once)"""
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -35,6 +38,8 @@ class Decoding:
             raise UserError(f"temperature must not be negative, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.min_words < 0:
+            raise UserError(f"min_words must not be negative, got {self.min_words}")
 
     def kwargs(self) -> dict:
         """The keyword arguments of `generate`, `stream` and `decode`."""
@@ -43,6 +48,7 @@ class Decoding:
             "temperature": self.temperature,
             "top_p": self.top_p,
             "seed": self.seed,
+            "min_words": self.min_words,
         }
 
 
@@ -149,9 +155,14 @@ def decode(
     temperature: float = 0.7,
     top_p: float = 0.95,
     seed: int = 0,
+    min_words: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (next_token (B,), finished (B,)) once per step until every row stopped."""
-    Decoding(max_new_tokens, temperature, top_p, seed)  # the one check of the options
+    """Yield (next_token (B,), finished (B,)) once per step until every row stopped.
+
+    A row cannot stop (its stop tokens are masked) while its text has fewer than `min_words`
+    words, so "Dear Mr." or "Hello." goes on into an answer; the token limit still ends it.
+    """
+    Decoding(max_new_tokens, temperature, top_p, seed, min_words)  # the one check of the options
     if not prompts:
         raise UserError("no prompts were given")
     context = getattr(model.config, "max_position_embeddings", 2048)
@@ -166,9 +177,12 @@ def decode(
     else:
         weights_run = weights
     generator = torch.Generator().manual_seed(seed)
-    stops = torch.tensor(sorted(stop_token_ids(model, tokenizer)))
+    stop_set = stop_token_ids(model, tokenizer)
+    stops = torch.tensor(sorted(stop_set))
     batch = len(prompts)
     finished = torch.zeros(batch, dtype=torch.bool)
+    short = torch.full((batch,), min_words > 0)  # rows whose text is still under min_words
+    sampled: list[list[int]] = [[] for _ in range(batch)]
     cache = DynamicCache()
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B*rows, P): left padding skipped
     step_input, step_positions = ids, positions
@@ -185,9 +199,15 @@ def decode(
             if conditioning.mix_logits:
                 logits = logits.view(batch, rows, -1)  # (B, K, V)
                 logits = (weights[:, :, None] * logits).sum(dim=1)  # (B, V): sum_k w_k logits_k
+            if bool(short.any()):
+                logits[:, stops] = logits[:, stops].masked_fill(short[:, None], float("-inf"))
             token = _sample(logits, temperature, top_p, generator)  # (B,)
             token = torch.where(finished, torch.full_like(token, tokenizer.pad_token_id), token)
             finished = finished | torch.isin(token, stops)
+            for row in short.nonzero().flatten().tolist():
+                sampled[row].append(int(token[row]))
+                text = response_text(tokenizer, sampled[row], stop_set)
+                short[row] = too_short(text, min_words)
             yield token, finished
             if bool(finished.all()):
                 return
@@ -236,6 +256,7 @@ def generate(
     temperature: float = 0.7,
     top_p: float = 0.95,
     seed: int = 0,
+    min_words: int = 0,
 ) -> list[Generation]:
     """Generate one response per prompt, each row under its own weighting."""
     batch = sample_batch(
@@ -247,6 +268,7 @@ def generate(
         temperature=temperature,
         top_p=top_p,
         seed=seed,
+        min_words=min_words,
     )
     texts = batch_texts(tokenizer, batch, stop_token_ids(model, tokenizer))
     results = []
@@ -277,12 +299,21 @@ def stream(
     temperature: float = 0.7,
     top_p: float = 0.95,
     seed: int = 0,
+    min_words: int = 0,
 ) -> Iterator[str]:
     """Yield the response text so far after every new token (one prompt)."""
     stops = stop_token_ids(model, tokenizer)
     tokens: list[int] = []
     for token, _ in decode(
-        model, tokenizer, [prompt], conditioning, max_new_tokens, temperature, top_p, seed
+        model,
+        tokenizer,
+        [prompt],
+        conditioning,
+        max_new_tokens,
+        temperature,
+        top_p,
+        seed,
+        min_words,
     ):
         value = int(token[0])
         if value in stops:

@@ -18,7 +18,7 @@ import logging
 import os
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from steering.errors import UserError
 from steering.evaluation.pareto import sample_dirichlet
@@ -121,9 +121,7 @@ class Arena:
         method_a, method_b = rng.choice(methods), rng.choice(methods)
         drawn = sample_dirichlet(len(service.objectives), 2, rng=rng.randrange(2**32)).tolist()
         w_a, w_b = Weights.rows(service.objectives, drawn)
-        decoding = Decoding(
-            decoding.max_new_tokens, decoding.temperature, decoding.top_p, rng.randrange(2**31)
-        )
+        decoding = replace(decoding, seed=rng.randrange(2**31))
         if method_a == method_b:
             a, b = service.generate(prompt, method_a, [w_a, w_b], decoding)
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from steering.errors import UserError
@@ -82,9 +82,7 @@ class LlamaCppSteerer:
         results = []
         for i, (prompt, row, (ids, mix)) in enumerate(zip(prompts, rows, requests, strict=True)):
             start = time.perf_counter()
-            row_decoding = Decoding(
-                decoding.max_new_tokens, decoding.temperature, decoding.top_p, decoding.seed + i
-            )
+            row_decoding = replace(decoding, seed=decoding.seed + i)
             tokens = list(self.runtime.stream_tokens(ids, mix, row_decoding))
             seconds = time.perf_counter() - start
             results.append(Generation(prompt, self.runtime.text(tokens), row, len(tokens), seconds))

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from steering.errors import UserError
+from steering.evaluation.quality import too_short
 from steering.model.generate import Decoding, chat_texts, check_fits, response_text
 from steering.model.streaming import streamed
 from steering.serve.repack_probe import repack_enabled
@@ -273,35 +274,60 @@ class LlamaCppRuntime:
         """Sampled token ids, ending with a stop token or after max_new_tokens; run it through `submit`.
 
         Sampling mirrors `steering.model.generate._sample`: greedy at temperature 0, else temperature
-        before nucleus (llama-cpp-python's own chain applies top_p before temperature).
+        before nucleus (llama-cpp-python's own chain applies top_p before temperature). While the
+        text has fewer than `decoding.min_words` words, a chain that also biases the stop tokens to
+        -inf samples instead, as the torch decoder masks them.
         """
         import llama_cpp
 
-        temperature, top_p = decoding.temperature, decoding.top_p
-        max_new_tokens, seed = decoding.max_new_tokens, decoding.seed
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        if temperature <= 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        else:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(temperature))
-            if top_p < 1.0:
-                llama_cpp.llama_sampler_chain_add(
-                    chain, llama_cpp.llama_sampler_init_top_p(top_p, 1)
-                )
-            llama_cpp.llama_sampler_chain_add(
-                chain, llama_cpp.llama_sampler_init_dist(seed % 2**32)
-            )
+        chain = self._chain(decoding, blocked=())
+        floor = self._chain(decoding, blocked=self.stops) if decoding.min_words > 0 else None
+        sampled: list[int] = []
+        short = floor is not None
         try:
             self.clear()
             self.decode(ids)
-            for step in range(max_new_tokens):
-                token = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
+            for step in range(decoding.max_new_tokens):
+                token = llama_cpp.llama_sampler_sample(floor if short else chain, self.ctx, -1)
+                if short:
+                    sampled.append(token)
+                    short = too_short(self.text(sampled), decoding.min_words)
                 yield token
-                if token in self.stops or step == max_new_tokens - 1:
+                if token in self.stops or step == decoding.max_new_tokens - 1:
                     return
                 self.decode([token])
         finally:
-            llama_cpp.llama_sampler_free(chain)
+            for made in (chain, floor):
+                if made is not None:
+                    llama_cpp.llama_sampler_free(made)
+
+    def _chain(self, decoding: Decoding, blocked) -> object:
+        """A llama.cpp sampler chain for `decoding`, with the `blocked` token ids biased to -inf."""
+        import llama_cpp
+
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if blocked:
+            biases = (llama_cpp.llama_logit_bias * len(blocked))(
+                *(llama_cpp.llama_logit_bias(token, float("-inf")) for token in sorted(blocked))
+            )
+            vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
+            llama_cpp.llama_sampler_chain_add(
+                chain, llama_cpp.llama_sampler_init_logit_bias(vocab, len(blocked), biases)
+            )
+        if decoding.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+            return chain
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_temp(decoding.temperature)
+        )
+        if decoding.top_p < 1.0:
+            llama_cpp.llama_sampler_chain_add(
+                chain, llama_cpp.llama_sampler_init_top_p(decoding.top_p, 1)
+            )
+        llama_cpp.llama_sampler_chain_add(
+            chain, llama_cpp.llama_sampler_init_dist(decoding.seed % 2**32)
+        )
+        return chain
 
     def text(self, tokens: list[int]) -> str:
         return response_text(self.tokenizer, tokens, self.stops)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from steering.errors import UserError
 from steering.evaluation.pareto import simplex_grid
+from steering.evaluation.quality import MIN_WORDS
 from steering.model.generate import Decoding
 from steering.model.methods import (
     available_methods,
@@ -72,7 +73,9 @@ def default_database_url() -> str:
 
 
 def parse_decoding(max_new_tokens, temperature, seed, limit: int = MAX_NEW_TOKENS) -> Decoding:
-    """Decoding options as a page or a client sends them, checked against the service's limits."""
+    """Decoding options as a page or a client sends them, checked against the service's limits.
+    Every answer has the quality floor: no stop before MIN_WORDS words, so the conciseness corner
+    gives a short answer rather than "Dear Mr." (measured in docs/results.md)."""
     try:
         tokens, temp, seed = int(max_new_tokens), float(temperature), int(seed or 0)
     except (TypeError, ValueError, OverflowError):
@@ -81,7 +84,7 @@ def parse_decoding(max_new_tokens, temperature, seed, limit: int = MAX_NEW_TOKEN
         raise UserError(f"max tokens must be between 1 and {limit}, got {tokens}")
     if not 0 <= temp <= 2:
         raise UserError(f"temperature must be between 0 and 2, got {temp}")
-    return Decoding(tokens, temp, TOP_P, seed)
+    return Decoding(tokens, temp, TOP_P, seed, MIN_WORDS)
 
 
 @dataclass(frozen=True)
@@ -348,6 +351,7 @@ class SteeringService:
             "max_new_tokens": decoding.max_new_tokens,
             "temperature": decoding.temperature,
             "top_p": decoding.top_p,
+            "min_words": decoding.min_words,
             "backend": steerer.backend,
         }
         results = []

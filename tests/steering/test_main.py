@@ -61,6 +61,7 @@ def test_generate_on_llamacpp_with_the_shipped_model():
         (["--prompt", "word " * 400, "--weights", "1,1"], "exceeds the model's context"),
         (["--prompt", "hi", "--method", "magic"], "method 'magic' is unknown"),
         (["--prompt", "hi", "--backend", "onnx"], "backend 'onnx' is unknown"),
+        (["--prompt", "hi", "--min-words", "-2"], "min_words must not be negative"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tiny_env, args, message):

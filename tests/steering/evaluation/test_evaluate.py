@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import shutil
 
@@ -145,6 +146,11 @@ def test_cached_rows_are_reused_only_for_the_same_adapter_and_prompt(
     remade = [json.loads(line) for line in cache.read_text().splitlines()][len(first) + 3 :]
     assert len(remade) == 6 and len({r["setting"] for r in remade}) == 1
     assert remade[0]["setting"] != first[0]["setting"]
+    # the decoding floor is part of the setting too
+    evaluate(dataclasses.replace(config, min_words=3))
+    floored = [json.loads(line) for line in cache.read_text().splitlines()][len(first) + 9 :]
+    assert len(floored) == 6 and floored[0]["setting"] != remade[0]["setting"]
+    assert json.loads(out.read_text())["min_words"] == 3
 
 
 def test_a_sweep_killed_mid_row_resumes(tiny_env, prompts_file, tmp_path):

@@ -55,6 +55,24 @@ def test_stops_at_end_of_sequence(tiny_base):
     assert [(g.text, g.tokens) for g in out] == [("", 1), ("", 1)]
 
 
+def test_min_words_masks_the_stop_tokens_until_the_text_has_that_many_words(tiny_base):
+    m, tok = tiny_base.model, tiny_base.tokenizer
+    (word,) = tok(" word", add_special_tokens=False)["input_ids"]
+    head = nn.Linear(32, m.config.vocab_size, bias=True)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[tok.eos_token_id] = 100.0  # the model would stop at once
+        head.bias[word] = 50.0  # and says " word" when it may not
+    m.lm_head = head
+    floored = generate(m, tok, PROMPTS, Conditioning(None, None), max_new_tokens=10, min_words=3)
+    assert [(g.text, g.tokens) for g in floored] == [("word word word", 4)] * 2
+    limited = generate(m, tok, PROMPTS[:1], Conditioning(None, None), max_new_tokens=2, min_words=3)
+    assert [(g.text, g.tokens) for g in limited] == [("word word", 2)]  # the limit still ends it
+    streamed = list(stream(m, tok, PROMPTS[0], Conditioning(None, None), 10, min_words=2))
+    assert streamed == ["word", "word word"]
+
+
 def test_logit_mixing_at_a_corner_equals_that_expert(tiny_base):
     m, tok = with_random_bank(tiny_base.model), tiny_base.tokenizer
     corner = torch.tensor([[0.0, 1.0, 0.0]])
@@ -89,6 +107,7 @@ def test_stream_ends_with_the_generated_text(tiny_base):
         (["   "], {}, "the prompt is empty"),
         (["word " * 300], {}, "exceeds the model's context of 256 tokens"),
         (["hello"], {"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        (["hello"], {"min_words": -1}, "min_words must not be negative"),
     ],
 )
 def test_bad_generation_input(tiny_base, prompts, kwargs, message):

@@ -195,6 +195,19 @@ def test_concurrent_requests_never_see_each_others_scales(backends, eval_prompts
 
 
 @pytest.mark.slow
+def test_min_words_keeps_both_backends_from_stopping_early(backends):
+    prompts = ["Answer with one word: what colour is the sky?"]
+    greedy = Decoding(24, temperature=0)
+    floored = Decoding(24, temperature=0, min_words=12)
+    for steerer in backends:
+        (plain,) = steerer.generate(prompts, WEIGHTS, greedy)
+        assert len(plain.text.split()) < 12 and plain.tokens < 24  # it stops early by itself
+        (longer,) = steerer.generate(prompts, WEIGHTS, floored)
+        assert longer.text.startswith(plain.text.rstrip("."))
+        assert len(longer.text.split()) >= 12 or longer.tokens == 24
+
+
+@pytest.mark.slow
 def test_stream_ends_with_the_generated_text(backends, eval_prompts):
     fast, _ = backends
     decoding = Decoding(20, temperature=0.7, seed=3)

@@ -45,7 +45,8 @@ def test_prompt_is_stripped_and_cut_with_a_notice(service):
 
 
 def test_decoding_options_are_checked():
-    assert parse_decoding("12", "0.5", None) == Decoding(12, 0.5, 0.95, 0)
+    # the page and the API never stop an answer before five words (the quality floor)
+    assert parse_decoding("12", "0.5", None) == Decoding(12, 0.5, 0.95, 0, min_words=5)
     with pytest.raises(UserError, match="max tokens"):
         parse_decoding(0, 0.7, 0)
     with pytest.raises(UserError, match="temperature"):

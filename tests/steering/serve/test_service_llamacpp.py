@@ -16,7 +16,7 @@ def test_streams_on_llamacpp_sweeps_on_torch_and_stores_the_backend(tmp_path, mo
     for name in ("STEERING_BASE_MODEL", "STEERING_ADAPTERS", "STEERING_BACKEND"):
         monkeypatch.delenv(name, raising=False)
     service = SteeringService(database_url=f"sqlite:///{tmp_path / 'app.db'}", sweep_batch=3)
-    decoding = Decoding(8, 0.0, seed=0)
+    decoding = Decoding(8, 0.0, seed=0, min_words=5)
 
     *texts, streamed = service.stream(PROMPT, "clp", service.weights([0.5, 0.3, 0.2]), decoding)
     assert texts and streamed.text == texts[-1] and streamed.tokens >= 1
@@ -27,6 +27,8 @@ def test_streams_on_llamacpp_sweeps_on_torch_and_stores_the_backend(tmp_path, mo
     assert len({g.weights for g in batch}) == 3  # one batch, a different weighting per row
 
     with Session(service.engine) as session:
-        backend = {g.id: g.decoding["backend"] for g in session.query(Generation).all()}
+        stored = {g.id: g.decoding for g in session.query(Generation).all()}
+    backend = {i: d["backend"] for i, d in stored.items()}
     assert backend[streamed.generation_id] == "llamacpp"
+    assert {d["min_words"] for d in stored.values()} == {5}  # how each answer was decoded
     assert {backend[g.generation_id] for g in batch} == {"torch"}
