@@ -275,6 +275,10 @@ BASE_MODEL_HELP = (
     "(default: STEERING_BASE_MODEL, else the shipped SmolLM2)"
 )
 OBJECTIVES_FILE_HELP = "TOML file declaring the objectives (default: STEERING_OBJECTIVES_FILE)"
+MIN_WORDS_HELP = (
+    "no stop token before the answer has this many words (0: off; 5 is the quality floor: no "
+    "answer under five words unless the token limit ends it)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -310,13 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-new-tokens", type=int, default=96)
     gen.add_argument("--temperature", type=float, default=0.7)
     gen.add_argument("--top-p", type=float, default=0.95)
-    gen.add_argument(
-        "--min-words",
-        type=int,
-        default=0,
-        help="no stop token before the answer has this many words (0: off; 5 is the quality "
-        "floor: no answer under five words unless the token limit ends it)",
-    )
+    gen.add_argument("--min-words", type=int, default=0, help=MIN_WORDS_HELP)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--json", action="store_true", help="print one JSON object")
     gen.set_defaults(func=cmd_generate)
@@ -340,13 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default="results.json")
     ev.add_argument("--limit", type=int, default=0, help="use only the first N prompts")
     ev.add_argument("--max-new-tokens", type=int, default=80)
-    ev.add_argument(
-        "--min-words",
-        type=int,
-        default=0,
-        help="no stop token before the answer has this many words (0: off; 5 is the quality "
-        "floor: no answer under five words unless the token limit ends it)",
-    )
+    ev.add_argument("--min-words", type=int, default=0, help=MIN_WORDS_HELP)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument(
         "--reference-point", help="comma-separated; default: fixed in steering.evaluation.evaluate"

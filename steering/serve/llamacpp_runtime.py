@@ -262,11 +262,16 @@ class LlamaCppRuntime:
 
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(self.ctx), True)
 
+    def vocab_size(self) -> int:
+        import llama_cpp
+
+        return llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
+
     def last_logits(self) -> np.ndarray:
         """(V,) float32 next-token logits after the last decode (a copy); run it through `submit`."""
         import llama_cpp
 
-        vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
+        vocab = self.vocab_size()
         logits = llama_cpp.llama_get_logits_ith(self.ctx, -1)
         return np.ctypeslib.as_array(logits, shape=(vocab,)).copy()
 
@@ -310,7 +315,7 @@ class LlamaCppRuntime:
             biases = (llama_cpp.llama_logit_bias * len(blocked))(
                 *(llama_cpp.llama_logit_bias(token, float("-inf")) for token in sorted(blocked))
             )
-            vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self.model))
+            vocab = self.vocab_size()
             llama_cpp.llama_sampler_chain_add(
                 chain, llama_cpp.llama_sampler_init_logit_bias(vocab, len(blocked), biases)
             )
