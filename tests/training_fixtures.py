@@ -70,3 +70,16 @@ def assert_only_the_bank_trained(model, bank: str, before: list, frozen: dict) -
     for name, p in model.named_parameters():
         if name in frozen:
             assert torch.equal(p, frozen[name]), name
+
+
+def stop_at_once_else_word(base: BaseModel) -> None:
+    """Give `base` a head that would stop at once and says " word" when it may not stop."""
+    (word,) = base.tokenizer(" word", add_special_tokens=False)["input_ids"]
+    head = torch.nn.Linear(base.model.config.hidden_size, base.model.config.vocab_size)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.bias[base.tokenizer.eos_token_id] = 100.0
+        head.bias[word] = 50.0
+    base.model.lm_head = head
+    base.model.generation_config.eos_token_id = base.tokenizer.eos_token_id

@@ -92,7 +92,9 @@ def sample_round_with(
     objectives = scorers.names
     request = sample_request(config, prompts, len(objectives), step_rng(config.seed, index))
     weights = [Weights(objectives, tuple(float(x) for x in row)) for row in request.weights]
-    decoding = Decoding(config.max_new_tokens, config.temperature, 1.0, request.seed)
+    decoding = Decoding(
+        config.max_new_tokens, config.temperature, 1.0, request.seed, config.sample_min_words
+    )
     generations = backend.generate(request.prompts, weights, decoding)
     samples = [
         # the token count includes the stop token: a full count means the limit cut it off

@@ -79,6 +79,10 @@ class TrainConfig:
     off by --max-new-tokens is never the chosen answer of a pair, and a too-short one (empty or
     under N words) is the rejected answer whenever a prompt has one (0: no minimum length, and
     a cut-off sample may be chosen; --echo-words still applies)"""
+    sample_min_words: int = 0
+    """rloo, online-dpo: the decoding floor while sampling: a response's stop tokens are masked
+    until it has N words, as `evaluate --min-words` and the app decode, so the policy is trained
+    on the answers it will be served with (0: the model may stop at once)"""
     echo_words: int = 8
     """online-dpo: a sample that repeats N consecutive words of its prompt (or all of the prompt
     when it is shorter) is never the chosen answer of a pair and is the rejected answer whenever
@@ -147,6 +151,10 @@ class TrainConfig:
             raise UserError("init_from is used only by online-dpo")
         elif self.sampler != "torch":
             raise UserError("sampler is used only by online-dpo")
+        if self.sample_min_words < 0:
+            raise UserError(f"sample_min_words must not be negative, got {self.sample_min_words}")
+        if self.sample_min_words and self.algo not in ("rloo", "online-dpo"):
+            raise UserError("sample_min_words is used only by rloo and online-dpo")
         if self.dirichlet_alpha <= 0:
             raise UserError("dirichlet_alpha must be positive")
         if self.selection not in SELECTIONS:

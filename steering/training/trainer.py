@@ -267,6 +267,7 @@ class Trainer:
             temperature=temperature,
             top_p=1.0,
             seed=request.seed,
+            min_words=self.config.sample_min_words,
         )
         stops = stop_token_ids(self.unwrapped, self.base.tokenizer)
         # (P*k,) a stop token came before the token limit (padding only ever follows one)

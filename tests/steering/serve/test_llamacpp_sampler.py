@@ -8,7 +8,7 @@ import threading
 import pytest
 import torch
 from torch.testing import assert_close
-from training_fixtures import stop_at_step, tiny_config
+from training_fixtures import stop_at_once_else_word, stop_at_step, tiny_config
 
 from steering.model.mixing import load_bank
 from steering.model.steerer import TorchSteerer
@@ -41,6 +41,16 @@ def test_the_sampler_draws_and_samples_what_the_learner_would(tmp_path, prompts_
     assert [s.ended for s in sampled.samples] == own.ended == [False] * 4
     assert sampled.policy_rounds == 1  # round 2 samples from the policy after round 1
     assert set(sampled.raw) == set(trainer.objectives)
+
+
+def test_the_sampler_decodes_with_the_rounds_floor(tmp_path, prompts_file, fresh_base):
+    base = fresh_base()
+    stop_at_once_else_word(base)
+    config = online_config(tmp_path, prompts_file, sample_min_words=3)
+    trainer = Trainer(config, base)
+    steerer = TorchSteerer("clp", base, trainer.objectives, "clp", None, None)
+    sampled = sample_round_with(steerer, config, trainer.prompts, 0, trainer.objective_set)
+    assert [(s.text, s.ended) for s in sampled.samples] == [("word word word", True)] * 4
 
 
 def test_the_learner_stops_waiting_for_a_sampler_that_stopped(tmp_path):

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 from torch.testing import assert_close
-from training_fixtures import PROMPTS, assert_only_the_bank_trained, stop_at_step, tiny_config
+from training_fixtures import (
+    PROMPTS,
+    assert_only_the_bank_trained,
+    stop_at_once_else_word,
+    stop_at_step,
+    tiny_config,
+)
 
 from steering.errors import UserError
 from steering.objectives import load_calibration
@@ -163,6 +169,18 @@ def test_a_sample_that_stopped_is_ended(tmp_path, prompts_file, fresh_base):
     assert trainer.sample_responses(step_rng(0, 0), temperature=1.0).ended == [False] * 4
 
 
+def test_sample_min_words_samples_rounds_with_the_decoding_floor(
+    tmp_path, prompts_file, fresh_base
+):
+    base = fresh_base()
+    stop_at_once_else_word(base)
+    plain = Trainer(online_config(tmp_path / "plain", prompts_file), base)
+    assert plain.sample_responses(step_rng(0, 0), temperature=1.0).texts == [""] * 4
+    floored = Trainer(online_config(tmp_path / "floor", prompts_file, sample_min_words=3), base)
+    sampled = floored.sample_responses(step_rng(0, 0), temperature=1.0)
+    assert sampled.texts == ["word word word"] * 4 and sampled.ended == [True] * 4
+
+
 def test_resume_in_the_middle_of_a_round_reproduces_an_uninterrupted_run(
     tmp_path, prompts_file, fresh_base, monkeypatch
 ):
@@ -262,6 +280,10 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="online-dpo", echo_words=-1)
     with pytest.raises(UserError, match="init_from is used only by online-dpo"):
         TrainConfig(algo="dpo", init_from="assets/adapters/clp")
+    with pytest.raises(UserError, match="sample_min_words must not be negative, got -1"):
+        TrainConfig(algo="online-dpo", sample_min_words=-1)
+    with pytest.raises(UserError, match="sample_min_words is used only by rloo and online-dpo"):
+        TrainConfig(algo="dpo", sample_min_words=5)
     with pytest.raises(UserError, match="sampler is used only by online-dpo"):
         TrainConfig(algo="rloo", sampler="llamacpp")
     with pytest.raises(UserError, match="sampler 'vllm' is unknown; choose one of torch, llamacpp"):
