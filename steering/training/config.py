@@ -79,6 +79,11 @@ class TrainConfig:
     off by --max-new-tokens is never the chosen answer of a pair, and a too-short one (empty or
     under N words) is the rejected answer whenever a prompt has one (0: no minimum length, and
     a cut-off sample may be chosen; --echo-words still applies)"""
+    off_topic_similarity: float = 0.0
+    """online-dpo: a candidate whose MiniLM similarity to its prompt is under S (a short
+    sentence on another subject, "Hey there! I hope you're doing well!") is never the chosen
+    answer of a pair and is the rejected one whenever a prompt has one, like a too-short answer
+    or an echo (`evaluate` counts answers under 0.2 as off topic; 0: off)"""
     sample_min_words: int = 0
     """rloo, online-dpo: the decoding floor while sampling: a response's stop tokens are masked
     until it has N words, as `evaluate --min-words` and the app decode, so the policy is trained
@@ -179,6 +184,10 @@ class TrainConfig:
         for name in ("min_words", "echo_words"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative (0: off), got {getattr(self, name)}")
+        if not 0 <= self.off_topic_similarity < 1:
+            raise UserError(
+                f"off_topic_similarity must be in [0, 1) (0: off), got {self.off_topic_similarity}"
+            )
 
     @property
     def objective_names(self) -> tuple[str, ...]:

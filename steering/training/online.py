@@ -10,8 +10,9 @@ Round r:
 3. the objectives score them, normalised with the base-model calibration (r_hat);
 4. per prompt, the best sample by w . r_hat (--selection rank: by w . each objective's percentile
    rank among the k) that clears the quality floor (`floor.degenerate`) is preferred to the worst
-   rejectable sample (too short, or repeating the prompt: `floor.rejectable`), else to the worst
-   of all: one `PreferencePair` per prompt;
+   rejectable sample (too short, or repeating the prompt: `floor.rejectable`; with
+   --off-topic-similarity, also far from the prompt: `off_topic`), else to the worst of all: one
+   `PreferencePair` per prompt;
 5. --updates-per-round conditioned DPO steps (`Trainer.dpo_step`, with the --sft-weight NLL of
    the chosen answers) on the round's pairs update all adapters jointly.
 The next round samples from the updated policy (`PolicySampler`). With --sampler llamacpp
@@ -48,6 +49,7 @@ from steering.model.mixing import (
     fill_bank,
     read_metadata,
 )
+from steering.objectives.embedding import relevance
 from steering.training.floor import degenerate, rejectable
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
 from steering.training.pool import Candidate, sentence_prefixes
@@ -151,21 +153,23 @@ def preference_pair(
     selection: str,
     min_words: int,
     echo_words: int,
+    off_topic: np.ndarray | None = None,
 ) -> PreferencePair | None:
     """The pair one prompt's candidates (its k samples, all drawn at one weighting w, and their
     sentence prefixes) form: the best by w . r_hat (`selection` rank: by w . each objective's
     percentile rank among them) that is not degenerate is chosen. The rejected one is the worst
-    rejectable candidate (empty, under `min_words` words, or repeating `echo_words` words of the
-    prompt) when there is one, however well it scores, else the worst of all. None when every
-    candidate is degenerate, or when none is rejectable and the best allowed is no better than
-    the worst."""
+    rejectable candidate (empty, under `min_words` words, repeating `echo_words` words of the
+    prompt, or flagged in `off_topic`, a bool per candidate) when there is one, however well it
+    scores, else the worst of all. None when every candidate is degenerate, or when none is
+    rejectable and the best allowed is no better than the worst."""
     w = np.array(samples[0].weights)
     value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
     floor = (min_words, echo_words)
-    allowed = np.array([not degenerate(s.prompt, s.text, s.ended, *floor) for s in samples])
+    far = np.zeros(len(samples), dtype=bool) if off_topic is None else off_topic
+    bad = far | np.array([rejectable(s.prompt, s.text, *floor) for s in samples])
+    allowed = ~far & np.array([not degenerate(s.prompt, s.text, s.ended, *floor) for s in samples])
     if not allowed.any():
         return None
-    bad = np.array([rejectable(s.prompt, s.text, *floor) for s in samples])
     best = int(np.argmax(np.where(allowed, value, -np.inf)))
     worst = int(np.argmin(np.where(bad, value, np.inf) if bad.any() else value))
     if not bad[worst] and value[best] <= value[worst]:
@@ -210,16 +214,32 @@ def with_prefixes(
     return groups
 
 
+def off_topic(
+    groups: list[tuple[list[Candidate], np.ndarray]], similarity: float
+) -> list[np.ndarray | None]:
+    """Per group of candidates, which are off topic: under `similarity` MiniLM cosine to their
+    prompt (all None when the rule is off, 0)."""
+    if not similarity:
+        return [None] * len(groups)
+    flat = [c for candidates, _ in groups for c in candidates]
+    cosines = relevance([c.prompt for c in flat], [c.text for c in flat])  # (all candidates,)
+    offsets = np.cumsum([0, *(len(candidates) for candidates, _ in groups)])
+    return [cosines[lo:hi] < similarity for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
+
+
 def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
     """Normalise a round's scores, form its pairs (from the samples and their sentence
     prefixes) and measure it (on the samples)."""
     cfg = trainer.config
     samples, k = sampled.samples, cfg.samples
     r_hat = trainer.normalised(sampled.raw)  # (P*k, K)
+    groups = with_prefixes(trainer, samples, r_hat, k)
+    floor = (cfg.selection, cfg.min_words, cfg.echo_words)
+    far = off_topic(groups, cfg.off_topic_similarity)
     pairs = [
         pair
-        for candidates, rows in with_prefixes(trainer, samples, r_hat, k)
-        if (pair := preference_pair(candidates, rows, cfg.selection, cfg.min_words, cfg.echo_words))
+        for (candidates, rows), flags in zip(groups, far, strict=True)
+        if (pair := preference_pair(candidates, rows, *floor, flags))
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]

@@ -16,7 +16,7 @@ from steering.errors import UserError
 from steering.objectives import load_calibration
 from steering.training.config import TrainConfig
 from steering.training.floor import degenerate
-from steering.training.online import preference_pair, with_prefixes
+from steering.training.online import off_topic, preference_pair, with_prefixes
 from steering.training.pool import Candidate
 from steering.training.trainer import Trainer, step_rng
 
@@ -104,6 +104,23 @@ def test_an_echo_of_the_prompt_is_rejected_however_relevant():
     assert (allowed.chosen, allowed.rejected) == (samples[0].text, samples[2].text)
 
 
+def test_an_off_topic_candidate_is_rejected_however_brief():
+    samples = candidates(
+        ("Hey there! I hope you are doing well today.", True),  # the briefest: the best at W
+        ("A calm cafe with good coffee and kind staff.", True),
+        ("The cafe was loud, the coffee was cold and the chairs were hard to sit on.", True),
+    )
+    groups = [(samples, np.array([[1.0, 4.0], [1.0, 1.0], [-1.0, 0.0]]))]
+    # the real MiniLM: the greeting is far from "Review a cafe.", the two reviews are not
+    [far] = off_topic(groups, 0.2)
+    assert far.tolist() == [True, False, False]
+    pair = preference_pair(*groups[0], "zscore", min_words=5, echo_words=8, off_topic=far)
+    assert (pair.chosen, pair.rejected) == (samples[1].text, samples[0].text)
+    assert off_topic(groups, 0.0) == [None]  # the rule off: the greeting wins as before
+    allowed = preference_pair(*groups[0], "zscore", min_words=5, echo_words=8)
+    assert (allowed.chosen, allowed.rejected) == (samples[0].text, samples[2].text)
+
+
 def test_no_pair_without_an_answer_to_choose_or_a_preference():
     samples = candidates(("Dear Mr.", True), ("", True), ("An answer cut off by the", False))
     assert (
@@ -156,6 +173,20 @@ def test_the_floor_leaves_a_round_of_unfinished_samples_untrained(
         assert torch.equal(b, a)
     [line] = metrics_lines(trainer)
     assert line["pairs"] == 0 and line["quality/degenerate"] == 1.0 and "losses/dpo" not in line
+
+
+def test_a_round_far_from_its_prompts_is_left_untrained(tmp_path, prompts_file, fresh_base):
+    # the tiny random model's samples are strings of unrelated tokens: none is near its prompt
+    config = online_config(tmp_path, prompts_file, off_topic_similarity=0.5, rounds=1)
+    trainer = Trainer(config, fresh_base())
+    before = [p.detach().clone() for p in trainer.parameters]
+    trainer.run()
+    assert all(torch.equal(b, a) for b, a in zip(before, trainer.parameters, strict=True))
+    [line] = metrics_lines(trainer)
+    assert line["pairs"] == 0 and "losses/dpo" not in line
+    trained = Trainer(online_config(tmp_path / "on", prompts_file, rounds=1), fresh_base())
+    trained.run()  # the same round without the rule trains
+    assert metrics_lines(trained)[0]["pairs"] > 0
 
 
 def test_a_sample_that_stopped_is_ended(tmp_path, prompts_file, fresh_base):
@@ -278,6 +309,8 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="online-dpo", min_words=-1)
     with pytest.raises(UserError, match="echo_words must not be negative"):
         TrainConfig(algo="online-dpo", echo_words=-1)
+    with pytest.raises(UserError, match=r"off_topic_similarity must be in \[0, 1\) \(0: off\)"):
+        TrainConfig(algo="online-dpo", off_topic_similarity=1.5)
     with pytest.raises(UserError, match="init_from is used only by online-dpo"):
         TrainConfig(algo="dpo", init_from="assets/adapters/clp")
     with pytest.raises(UserError, match="sample_min_words must not be negative, got -1"):
