@@ -101,6 +101,11 @@ class TrainConfig:
     """online-dpo: where rounds are sampled: torch (by the learner between its updates, from the
     policy as it is) or llamacpp (a second process samples the next round on llama.cpp while the
     learner trains on the last one, from the policy one round behind; needs a GGUF base model)"""
+    relabel_weightings: int = 0
+    """online-dpo: hindsight relabelling: each prompt's samples (and their sentence prefixes) also
+    form a pair at N more weightings, drawn as the round's are (soups: the other corners, at most
+    K - 1), so a round trains on up to 1 + N pairs per prompt from the same samples; no more
+    samples are generated (0: a pair at the weighting they were sampled at only)"""
     weightings_per_prompt: int = 3
     """rsf, dpo: weightings drawn per prompt and round (soups: that many of the K corners
     w = e_k, drawn at random, or all K when it is K or more)"""
@@ -154,6 +159,8 @@ class TrainConfig:
             self.check_online()
         elif self.init_from:
             raise UserError("init_from is used only by online-dpo")
+        elif self.relabel_weightings:
+            raise UserError("relabel_weightings is used only by online-dpo")
         elif self.sampler != "torch":
             raise UserError("sampler is used only by online-dpo")
         if self.sample_min_words < 0:
@@ -181,7 +188,7 @@ class TrainConfig:
             raise UserError(
                 f"sampler {self.sampler!r} is unknown; choose one of {', '.join(SAMPLERS)}"
             )
-        for name in ("min_words", "echo_words"):
+        for name in ("min_words", "echo_words", "relabel_weightings"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative (0: off), got {getattr(self, name)}")
         if not 0 <= self.off_topic_similarity < 1:

@@ -12,7 +12,8 @@ Round r:
    rank among the k) that clears the quality floor (`floor.degenerate`) is preferred to the worst
    rejectable sample (too short, or repeating the prompt: `floor.rejectable`; with
    --off-topic-similarity, also far from the prompt: `off_topic`), else to the worst of all: one
-   `PreferencePair` per prompt;
+   `PreferencePair` per prompt, and with --relabel-weightings N one more at each of N other
+   weightings, drawn like the round's (`relabelled`), from the same samples;
 5. --updates-per-round conditioned DPO steps (`Trainer.dpo_step`, with the --sft-weight NLL of
    the chosen answers) on the round's pairs update all adapters jointly.
 The next round samples from the updated policy (`PolicySampler`). With --sampler llamacpp
@@ -39,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from steering.errors import UserError
+from steering.evaluation.pareto import sample_dirichlet
 from steering.evaluation.quality import echoes
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
@@ -58,6 +60,7 @@ from steering.training.trainer import Trainer, step_rng
 
 ROUNDS_DIR = "rounds"
 ORDER_SEEDS = 300_000  # the order of a round's pairs: step_rng(seed, ORDER_SEEDS + round)
+RELABEL_SEEDS = 400_000  # a round's extra weightings: step_rng(seed, RELABEL_SEEDS + round)
 
 
 @dataclass(frozen=True)
@@ -154,15 +157,17 @@ def preference_pair(
     min_words: int,
     echo_words: int,
     off_topic: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> PreferencePair | None:
-    """The pair one prompt's candidates (its k samples, all drawn at one weighting w, and their
-    sentence prefixes) form: the best by w . r_hat (`selection` rank: by w . each objective's
+    """The pair one prompt's candidates (its k samples, all drawn at one weighting, and their
+    sentence prefixes) form at the weighting w (`weights`, default the one they were drawn at;
+    the pair is conditioned on it): the best by w . r_hat (`selection` rank: by w . each objective's
     percentile rank among them) that is not degenerate is chosen. The rejected one is the worst
     rejectable candidate (empty, under `min_words` words, repeating `echo_words` words of the
     prompt, or flagged in `off_topic`, a bool per candidate) when there is one, however well it
     scores, else the worst of all. None when every candidate is degenerate, or when none is
     rejectable and the best allowed is no better than the worst."""
-    w = np.array(samples[0].weights)
+    w = np.array(samples[0].weights if weights is None else weights)
     value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
     floor = (min_words, echo_words)
     far = np.zeros(len(samples), dtype=bool) if off_topic is None else off_topic
@@ -176,8 +181,23 @@ def preference_pair(
         return None
     chosen, rejected = samples[best], samples[worst]
     return PreferencePair(
-        chosen.prompt, chosen.text, chosen.ended, rejected.text, rejected.ended, chosen.weights
+        chosen.prompt, chosen.text, chosen.ended, rejected.text, rejected.ended, tuple(w.tolist())
     )
+
+
+def relabelled(
+    method: str, drawn: tuple[float, ...], n: int, alpha: float, rng: np.random.Generator
+) -> np.ndarray:
+    """(1 + n, K) weightings a prompt's samples form pairs at: the one they were drawn at, then n
+    more (--relabel-weightings): Dirichlet(alpha) rows for clp and prompt; for soups, whose
+    samples are drawn at a corner e_k, the other corners in a random order, at most K - 1."""
+    w = np.array([drawn])
+    if not n:
+        return w
+    if method != "soups":
+        return np.concatenate([w, sample_dirichlet(w.shape[1], n, alpha, rng)])
+    others = np.eye(w.shape[1])[np.argmax(w[0]) != np.arange(w.shape[1])]
+    return np.concatenate([w, others[rng.permutation(len(others))[:n]]])
 
 
 def samples_kl(trainer: Trainer, samples: list[Candidate]) -> torch.Tensor:
@@ -236,10 +256,14 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
     groups = with_prefixes(trainer, samples, r_hat, k)
     floor = (cfg.selection, cfg.min_words, cfg.echo_words)
     far = off_topic(groups, cfg.off_topic_similarity)
+    relabel = step_rng(cfg.seed, RELABEL_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [
         pair
         for (candidates, rows), flags in zip(groups, far, strict=True)
-        if (pair := preference_pair(candidates, rows, *floor, flags))
+        for w in relabelled(
+            cfg.method, candidates[0].weights, cfg.relabel_weightings, cfg.dirichlet_alpha, relabel
+        )
+        if (pair := preference_pair(candidates, rows, *floor, flags, w))
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]

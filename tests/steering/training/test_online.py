@@ -16,7 +16,7 @@ from steering.errors import UserError
 from steering.objectives import load_calibration
 from steering.training.config import TrainConfig
 from steering.training.floor import degenerate
-from steering.training.online import off_topic, preference_pair, with_prefixes
+from steering.training.online import off_topic, preference_pair, relabelled, with_prefixes
 from steering.training.pool import Candidate
 from steering.training.trainer import Trainer, step_rng
 
@@ -119,6 +119,71 @@ def test_an_off_topic_candidate_is_rejected_however_brief():
     assert off_topic(groups, 0.0) == [None]  # the rule off: the greeting wins as before
     allowed = preference_pair(*groups[0], "zscore", min_words=5, echo_words=8)
     assert (allowed.chosen, allowed.rejected) == (samples[0].text, samples[2].text)
+
+
+def test_the_same_candidates_pair_differently_at_another_weighting():
+    samples = candidates(
+        ("A calm cafe with good coffee and kind staff.", True),  # positive, long
+        ("Good coffee, kind staff, calm room.", True),  # brief
+        ("The cafe was loud, the coffee was cold and the chairs were hard.", True),
+    )
+    r_hat = np.array([[2.0, 0.0], [1.0, 2.0], [-1.0, -1.0]])
+    drawn = preference_pair(samples, r_hat, "zscore", min_words=5, echo_words=8)
+    assert (drawn.chosen, drawn.weights) == (samples[1].text, W)  # 1.8 against 0.4
+    positive = preference_pair(samples, r_hat, "zscore", 5, 8, weights=np.array([1.0, 0.0]))
+    assert (positive.chosen, positive.rejected) == (samples[0].text, samples[2].text)
+    assert positive.weights == (1.0, 0.0)  # the pair is conditioned on the weighting it used
+
+
+def test_relabelled_weightings():
+    rng = np.random.default_rng(0)
+    assert relabelled("clp", (0.3, 0.7), 0, 0.5, rng).tolist() == [[0.3, 0.7]]
+    rows = relabelled("clp", (0.2, 0.3, 0.5), 4, 0.5, rng)
+    assert rows.shape == (5, 3) and rows[0].tolist() == [0.2, 0.3, 0.5]
+    assert np.allclose(rows.sum(axis=1), 1.0) and (rows >= 0).all()
+    assert len({tuple(r) for r in rows}) == 5  # fresh draws, none repeating the drawn one
+    # soups samples at a corner; the extra weightings are the other corners, each once
+    corners = relabelled("soups", (0.0, 1.0, 0.0), 1, 0.5, rng)
+    assert corners.shape == (2, 3) and corners[0].tolist() == [0.0, 1.0, 0.0]
+    assert corners[1].tolist() in ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
+    every = relabelled("soups", (0.0, 1.0, 0.0), 5, 0.5, rng)  # at most K - 1 more
+    assert sorted(map(tuple, every[1:].tolist())) == [(0.0, 0.0, 1.0), (1.0, 0.0, 0.0)]
+
+
+@pytest.mark.parametrize("method", ["clp", "soups"])
+def test_relabelling_forms_more_pairs_from_the_same_samples(
+    tmp_path, prompts_file, fresh_base, method
+):
+    plain = Trainer(
+        online_config(tmp_path / "a", prompts_file, method=method, rounds=1), fresh_base()
+    )
+    plain.run()
+    relabel = online_config(
+        tmp_path / "b", prompts_file, method=method, rounds=1, relabel_weightings=2
+    )
+    more = Trainer(relabel, fresh_base())
+    more.run()
+    [a], [b] = (
+        [json.loads(p.read_text()) for p in sorted((t.out / "rounds").glob("*.json"))]
+        for t in (plain, more)
+    )
+    assert a["samples"] == b["samples"]  # the same seed samples the same round
+
+    def pairs(record):
+        return {
+            (p["prompt"], p["chosen"], p["rejected"], tuple(p["weights"])) for p in record["pairs"]
+        }
+
+    # the pairs at the weightings the samples were drawn at, and more at other weightings
+    drawn = {(s["prompt"], tuple(s["weights"])) for s in b["samples"]}
+    assert {p for p in pairs(b) if (p[0], p[3]) in drawn} == pairs(a)
+    extra = [p for p in pairs(b) if (p[0], p[3]) not in drawn]
+    assert extra and len(pairs(b)) == len(b["pairs"]) == b["metrics"]["pairs"]
+    per_prompt = {prompt: sum(p[0] == prompt for p in pairs(b)) for prompt, _ in drawn}
+    assert max(per_prompt.values()) <= (2 if method == "soups" else 3)  # soups: K - 1 = 1 more
+    if method == "soups":
+        assert {p[3] for p in extra} <= {(1.0, 0.0), (0.0, 1.0)}
+    assert "losses/dpo" in metrics_lines(more)[0]
 
 
 def test_no_pair_without_an_answer_to_choose_or_a_preference():
@@ -311,6 +376,10 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="online-dpo", echo_words=-1)
     with pytest.raises(UserError, match=r"off_topic_similarity must be in \[0, 1\) \(0: off\)"):
         TrainConfig(algo="online-dpo", off_topic_similarity=1.5)
+    with pytest.raises(UserError, match="relabel_weightings must not be negative"):
+        TrainConfig(algo="online-dpo", relabel_weightings=-1)
+    with pytest.raises(UserError, match="relabel_weightings is used only by online-dpo"):
+        TrainConfig(algo="dpo", relabel_weightings=2)
     with pytest.raises(UserError, match="init_from is used only by online-dpo"):
         TrainConfig(algo="dpo", init_from="assets/adapters/clp")
     with pytest.raises(UserError, match="sample_min_words must not be negative, got -1"):
