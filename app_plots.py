@@ -291,6 +291,8 @@ def strengths_figure(strengths: Sequence) -> go.Figure:
 ADJECTIVES = {
     "positivity": "positive",
     "conciseness": "concise",
+    "brevity": "brief and complete",
+    "answer_relevance": "relevant to the prompt",
     "relevance": "relevant to the prompt",
     "readability": "readable",
     "fluency": "fluent",
