@@ -228,7 +228,9 @@ def test_prompt_and_base_methods_run_on_llamacpp(tmp_path, eval_prompts, shared)
     plain = shared.llamacpp("base", threads=THREADS)
     assert plain.runtime is prompted.runtime  # one model and context per Backends
     for steerer in (prompted, plain):
-        out = steerer.generate(eval_prompts[:2], WEIGHTS, Decoding(8, temperature=0))
+        # base steers whatever objectives the shipped adapters name: weights on its own names
+        weights = Weights.parse(steerer.objectives, WEIGHTS.values)
+        out = steerer.generate(eval_prompts[:2], weights, Decoding(8, temperature=0))
         assert all(g.text and g.weights == pytest.approx(WEIGHTS.values) for g in out)
 
 
