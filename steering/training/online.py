@@ -40,7 +40,6 @@ import torch
 from tqdm import tqdm
 
 from steering.errors import UserError
-from steering.evaluation.pareto import sample_dirichlet
 from steering.evaluation.quality import echoes
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
@@ -55,7 +54,7 @@ from steering.objectives.embedding import relevance
 from steering.training.floor import degenerate, rejectable
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
 from steering.training.pool import Candidate, sentence_prefixes
-from steering.training.records import PreferencePair
+from steering.training.records import PreferencePair, sample_weightings
 from steering.training.trainer import Trainer, step_rng
 
 ROUNDS_DIR = "rounds"
@@ -194,8 +193,8 @@ def relabelled(
     w = np.array([drawn])
     if not n:
         return w
-    if method != "soups":
-        return np.concatenate([w, sample_dirichlet(w.shape[1], n, alpha, rng)])
+    if method != "soups":  # drawn as the round's weightings are
+        return np.concatenate([w, sample_weightings(method, w.shape[1], n, alpha, rng)])
     others = np.eye(w.shape[1])[np.argmax(w[0]) != np.arange(w.shape[1])]
     return np.concatenate([w, others[rng.permutation(len(others))[:n]]])
 
