@@ -25,6 +25,8 @@ STUDY_OBJECTIVES = (
     "harmlessness",
     "relevance",
     "conciseness",
+    "brevity",
+    "answer_relevance",
     "readability",
     "fluency",
 )

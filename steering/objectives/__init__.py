@@ -65,8 +65,10 @@ from steering.objectives.registry import (
     score,
 )
 
-# The shipped model's objective set, chosen by measurement (docs/objective-study.md).
-DEFAULT_OBJECTIVES = ("positivity", "conciseness", "relevance")
+# The shipped adapters' objective set: the conflicting directions the objective study chose
+# (positivity, conciseness, relevance; docs/objective-study.md), with conciseness and relevance
+# in the forms a fragment, a restatement or an off-topic sentence cannot win (docs/objectives.md).
+DEFAULT_OBJECTIVES = ("positivity", "brevity", "answer_relevance")
 
 __all__ = [
     "DEFAULT_OBJECTIVES",

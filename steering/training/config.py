@@ -29,7 +29,7 @@ class TrainConfig:
     preference optimisation on the current policy's own samples, round after round)"""
     objectives: str = ""
     """comma-separated objective names, in the order the weights refer to (default: every
-    objective of --objectives-file in its order, else positivity,conciseness,relevance)"""
+    objective of --objectives-file in its order, else positivity,brevity,answer_relevance)"""
     objectives_file: str = ""
     """TOML file declaring the objectives and how each scores: reward models, classifiers,
     Python functions, the learned human reward, built-in scorers (docs/objectives.md; default:
@@ -58,6 +58,10 @@ class TrainConfig:
     """concentration of the Dirichlet that training weightings are drawn from"""
     lr: float = 1e-3
     """AdamW learning rate of the adapter parameters"""
+    ema_decay: float = 0.0
+    """Polyak averaging: the run saves an exponential moving average of the adapter parameters
+    over the optimiser steps, average <- d * average + (1 - d) * parameters after each step,
+    while training and sampling use the live parameters (0: the live parameters are saved)"""
     steps: int = 100
     """rloo: number of optimisation steps"""
     prompts_per_step: int = 4
@@ -167,6 +171,8 @@ class TrainConfig:
             raise UserError(f"sample_min_words must not be negative, got {self.sample_min_words}")
         if self.sample_min_words and self.algo not in ("rloo", "online-dpo"):
             raise UserError("sample_min_words is used only by rloo and online-dpo")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.dirichlet_alpha <= 0:
             raise UserError("dirichlet_alpha must be positive")
         if self.selection not in SELECTIONS:

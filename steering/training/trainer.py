@@ -67,6 +67,7 @@ from steering.model.policy import BaseModel, load_base
 from steering.objectives import Calibration, fit_calibration, load_calibration
 from steering.objectives.declared import SPECS_KEY
 from steering.prompts import read_prompts
+from steering.training.averaging import ParameterAverage
 from steering.training.config import TrainConfig
 from steering.training.losses import (
     dpo_loss,
@@ -131,6 +132,7 @@ class Trainer:
             p.requires_grad_(True)
         self.unwrapped = model
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr)
+        self.average = ParameterAverage(self.parameters, config.ema_decay)
         self.state = TrainState()
         if config.resume:
             self.load_checkpoint()
@@ -201,6 +203,7 @@ class Trainer:
             "resumes": self.state.resumes,
             "parameters": [p.detach().clone() for p in self.parameters],
             "optimizer": self.optimizer.state_dict(),
+            "average": self.average.state(),
             "config": asdict(self.config),
         }
         tmp = self.checkpoint_path.with_suffix(".tmp")
@@ -215,6 +218,7 @@ class Trainer:
             for p, saved in zip(self.parameters, payload["parameters"], strict=True):
                 p.copy_(saved)
         self.optimizer.load_state_dict(payload["optimizer"])
+        self.average.load(payload.get("average"))
         self.state.step = payload["step"]
         self.state.seconds = payload.get("seconds", 0.0)
         self.state.command = payload.get("command", self.state.command)
@@ -252,6 +256,7 @@ class Trainer:
         self.optimizer.zero_grad()
         self.accelerator.backward(loss)
         self.optimizer.step()
+        self.average.update()
 
     def sample_responses(self, rng: np.random.Generator, temperature: float) -> PolicySamples:
         """k (--samples) responses from the policy to each of --prompts-per-step prompts, each
@@ -541,6 +546,7 @@ class Trainer:
         bar.close()
 
     def finish(self) -> Path:
+        self.average.copy_to_parameters()
         if self.accelerator.is_main_process:
             training = {
                 **asdict(self.config),

@@ -45,8 +45,8 @@ def test_a_files_objectives_are_studied_under_their_names(tmp_path, pool, capsys
 def test_the_builtin_set_and_a_bad_name(tmp_path, pool, capsys):
     out = tmp_path / "study.md"
     argv = ["study", "--pool", str(pool), "--out", str(out)]
-    assert main([*argv, "--objectives", "positivity,conciseness"]) == 0
-    assert "## Default set: positivity, conciseness" in out.read_text()
+    assert main([*argv, "--objectives", "positivity,brevity"]) == 0
+    assert "## Default set: positivity, brevity" in out.read_text()
     assert main([*argv, "--objectives", "positivity,nope"]) == 2
     assert "unknown objective 'nope'" in capsys.readouterr().err
 
