@@ -336,6 +336,7 @@ def start_from(trainer: Trainer, directory: Path) -> None:
         )
         print(f"--init-from {directory}: {starts}", file=sys.stderr)
     fill_bank(trainer.unwrapped, trainer.bank, directory, metadata)
+    trainer.average.load(None)  # --ema-decay's average starts at the adapters the run starts from
 
 
 def update(trainer: Trainer, record: OnlineRound, update_index: int) -> dict[str, float]:

@@ -90,3 +90,16 @@ def test_a_decay_outside_zero_to_one_is_refused():
         TrainConfig(ema_decay=1.0)
     with pytest.raises(UserError, match=r"ema_decay must be in \[0, 1\) \(0: off\), got -0.1"):
         TrainConfig(ema_decay=-0.1)
+
+
+def test_the_average_starts_at_the_adapters_a_run_starts_from(tmp_path, prompts_file, fresh_base):
+    first = Trainer(online(tmp_path / "a", prompts_file, rounds=1), fresh_base())
+    saved = first.run()
+    # at learning rate 0 the live parameters stay the saved adapters, and so does their average
+    second = Trainer(
+        online(tmp_path / "b", prompts_file, lr=0.0, ema_decay=0.5, init_from=str(saved)),
+        fresh_base(),
+    )
+    second.run()
+    for a, b in zip(first.parameters, second.parameters, strict=True):
+        assert torch.equal(a, b)
