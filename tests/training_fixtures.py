@@ -38,6 +38,14 @@ def tiny_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def online_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
+    """An online-dpo run of two rounds. The tiny random model never stops before the token
+    limit, so every sample is unfinished: without --min-words 0 the floor would let no sample
+    be chosen."""
+    values = dict(algo="online-dpo", rounds=2, min_words=0, batch_size=2)
+    return tiny_config(tmp_path, prompts_file, **{**values, **overrides})
+
+
 @pytest.fixture
 def prompts_file(tmp_path):
     path = tmp_path / "prompts.jsonl"

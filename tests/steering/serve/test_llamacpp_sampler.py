@@ -8,7 +8,8 @@ import threading
 import pytest
 import torch
 from torch.testing import assert_close
-from training_fixtures import stop_at_once_else_word, stop_at_step, tiny_config
+from training_fixtures import online_config as two_round_config
+from training_fixtures import stop_at_once_else_word, stop_at_step
 
 from steering.model.mixing import load_bank
 from steering.model.steerer import TorchSteerer
@@ -25,9 +26,7 @@ from steering.training.trainer import Trainer, step_rng
 
 
 def online_config(tmp_path, prompts_file, **overrides):
-    # --min-words 0: the tiny random model never finishes an answer (see test_online.py)
-    values = dict(algo="online-dpo", min_words=0, batch_size=2, rounds=3)
-    return tiny_config(tmp_path, prompts_file, **{**values, **overrides})
+    return two_round_config(tmp_path, prompts_file, **{"rounds": 3, **overrides})
 
 
 def test_the_sampler_draws_and_samples_what_the_learner_would(tmp_path, prompts_file, tiny_base):

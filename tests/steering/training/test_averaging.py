@@ -1,7 +1,7 @@
 import pytest
 import torch
 from torch.testing import assert_close
-from training_fixtures import stop_at_step, tiny_config
+from training_fixtures import online_config, stop_at_step
 
 from steering.errors import UserError
 from steering.model.mixing import read_bank_tensors, read_metadata
@@ -34,8 +34,7 @@ def test_the_average_by_hand():
 
 
 def online(tmp_path, prompts_file, **overrides) -> TrainConfig:
-    values = dict(algo="online-dpo", rounds=2, updates_per_round=2, batch_size=1, min_words=0)
-    return tiny_config(tmp_path, prompts_file, **{**values, **overrides})
+    return online_config(tmp_path, prompts_file, updates_per_round=2, batch_size=1, **overrides)
 
 
 def test_a_run_trains_the_live_parameters_and_saves_their_average(

@@ -7,9 +7,9 @@ from torch.testing import assert_close
 from training_fixtures import (
     PROMPTS,
     assert_only_the_bank_trained,
+    online_config,
     stop_at_once_else_word,
     stop_at_step,
-    tiny_config,
 )
 
 from steering.errors import UserError
@@ -21,13 +21,6 @@ from steering.training.pool import Candidate
 from steering.training.trainer import Trainer, step_rng
 
 W = (0.2, 0.8)  # mostly conciseness, the corner where short answers win
-
-
-def online_config(tmp_path, prompts_file, **overrides) -> TrainConfig:
-    # the tiny random model never stops before the token limit, so every sample is unfinished:
-    # without --min-words 0 the floor would let no sample be chosen
-    values = dict(algo="online-dpo", rounds=2, min_words=0, batch_size=2)
-    return tiny_config(tmp_path, prompts_file, **{**values, **overrides})
 
 
 def metrics_lines(trainer: Trainer) -> list[dict]:
