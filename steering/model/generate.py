@@ -111,6 +111,25 @@ def encode_prompts(tokenizer, prompts: list[str], max_new_tokens: int, context: 
     return encoded["input_ids"], encoded["attention_mask"]
 
 
+def encode_targets(
+    tokenizer, texts: list[str], ended: list[bool], max_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded target ids. A complete answer ends with the end-of-turn token, so the policy
+    learns where to stop (which is what brevity is made of); one the token limit cut off does
+    not, so the policy never learns to stop mid-sentence."""
+    rows = []
+    for text, complete in zip(texts, ended, strict=True):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
+        rows.append(ids + [tokenizer.eos_token_id] if complete else ids)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask
+
+
 def stop_token_ids(model, tokenizer) -> set[int]:
     ids = {tokenizer.eos_token_id}
     configured = getattr(model.generation_config, "eos_token_id", None)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 
 from steering.errors import UserError
 from steering.prompts import TRAIN_PROMPTS
+from steering.training.schedule import LR_SCHEDULES
 
 TRAINED_METHODS = ("clp", "prompt", "soups")
 ALGOS = ("rloo", "rsf", "dpo", "online-dpo")
@@ -58,6 +59,9 @@ class TrainConfig:
     """concentration of the Dirichlet that training weightings are drawn from"""
     lr: float = 1e-3
     """AdamW learning rate of the adapter parameters"""
+    lr_schedule: str = "constant"
+    """the learning rate over the run's optimiser steps: constant (--lr throughout), linear or
+    cosine (from --lr at the first step towards 0 at the end)"""
     ema_decay: float = 0.0
     """Polyak averaging: the run saves an exponential moving average of the adapter parameters
     over the optimiser steps, average <- d * average + (1 - d) * parameters after each step,
@@ -171,6 +175,10 @@ class TrainConfig:
             raise UserError(f"sample_min_words must not be negative, got {self.sample_min_words}")
         if self.sample_min_words and self.algo not in ("rloo", "online-dpo"):
             raise UserError("sample_min_words is used only by rloo and online-dpo")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(
+                f"lr_schedule {self.lr_schedule!r} is unknown; choose one of {', '.join(LR_SCHEDULES)}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.dirichlet_alpha <= 0:

@@ -49,6 +49,7 @@ from steering.errors import UserError
 from steering.model.generate import (
     batch_texts,
     encode_prompts,
+    encode_targets,
     sample_batch,
     sequence_logprobs,
     stop_token_ids,
@@ -86,6 +87,7 @@ from steering.training.records import (
     sample_weightings,
     weighting_count,
 )
+from steering.training.schedule import learning_rate
 from steering.training.scoring import pool_scores_path, score_pool
 
 
@@ -255,6 +257,9 @@ class Trainer:
     def apply(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
         self.accelerator.backward(loss)
+        lr = self.config.lr, self.config.lr_schedule
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(*lr, self.state.step, self.total_steps())
         self.optimizer.step()
         self.average.update()
 
@@ -449,6 +454,13 @@ class Trainer:
 
     # -- the loops ------------------------------------------------------------------------------
 
+    def total_steps(self) -> int:
+        """The run's optimiser steps, the length --lr-schedule spreads over."""
+        cfg = self.config
+        if cfg.algo == "online-dpo":
+            return cfg.rounds * cfg.updates_per_round
+        return cfg.steps if cfg.algo == "rloo" else len(self.rsf_schedule())
+
     def rsf_schedule(self) -> list[tuple[int, int, int]]:
         """(round, epoch, batch) per global step, with the number of examples per round fixed
         by the selection, so a resumed run can find where it was."""
@@ -568,25 +580,6 @@ class Trainer:
         for p in self.parameters:
             p.requires_grad_(False)
         return self.out
-
-
-def encode_targets(
-    tokenizer, texts: list[str], ended: list[bool], max_tokens: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded target ids. A complete answer ends with the end-of-turn token, so the policy
-    learns where to stop (which is what brevity is made of); one the token limit cut off does
-    not, so the policy never learns to stop mid-sentence."""
-    rows = []
-    for text, complete in zip(texts, ended, strict=True):
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_tokens - 1]
-        rows.append(ids + [tokenizer.eos_token_id] if complete else ids)
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def train(config: TrainConfig, base: BaseModel | None = None) -> Path:
