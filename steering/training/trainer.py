@@ -257,9 +257,10 @@ class Trainer:
     def apply(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad()
         self.accelerator.backward(loss)
-        lr = self.config.lr, self.config.lr_schedule
+        cfg = self.config
+        rate = learning_rate(cfg.lr, cfg.lr_schedule, self.state.step, self.total_steps())
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(*lr, self.state.step, self.total_steps())
+            group["lr"] = rate
         self.optimizer.step()
         self.average.update()
 
