@@ -57,6 +57,10 @@ class TrainConfig:
     """LoRA alpha; each adapter is scaled by alpha / r"""
     dirichlet_alpha: float = 1.0
     """concentration of the Dirichlet that training weightings are drawn from"""
+    corner_share: float = 0.0
+    """clp, prompt: share of the training weightings drawn at a corner w = e_k (one objective,
+    chosen uniformly) instead of from the Dirichlet, so each adapter also trains alone, as soups'
+    do, and the slider's end keeps what that objective alone asks for (0: none; 1: corners only)"""
     lr: float = 1e-3
     """AdamW learning rate of the adapter parameters"""
     lr_schedule: str = "constant"
@@ -183,6 +187,10 @@ class TrainConfig:
             raise UserError(f"ema_decay must be in [0, 1) (0: off), got {self.ema_decay}")
         if self.dirichlet_alpha <= 0:
             raise UserError("dirichlet_alpha must be positive")
+        if not 0 <= self.corner_share <= 1:
+            raise UserError(f"corner_share must be in [0, 1] (0: off), got {self.corner_share}")
+        if self.corner_share and self.method == "soups":
+            raise UserError("corner_share is for clp and prompt; soups trains at the corners only")
         if self.selection not in SELECTIONS:
             raise UserError(
                 f"selection {self.selection!r} is unknown; choose one of {', '.join(SELECTIONS)}"

@@ -185,7 +185,12 @@ def preference_pair(
 
 
 def relabelled(
-    method: str, drawn: tuple[float, ...], n: int, alpha: float, rng: np.random.Generator
+    method: str,
+    drawn: tuple[float, ...],
+    n: int,
+    alpha: float,
+    rng: np.random.Generator,
+    corner_share: float = 0.0,
 ) -> np.ndarray:
     """(1 + n, K) weightings a prompt's samples form pairs at: the one they were drawn at, then n
     more (--relabel-weightings): Dirichlet(alpha) rows for clp and prompt; for soups, whose
@@ -194,7 +199,8 @@ def relabelled(
     if not n:
         return w
     if method != "soups":  # drawn as the round's weightings are
-        return np.concatenate([w, sample_weightings(method, w.shape[1], n, alpha, rng)])
+        more = sample_weightings(method, w.shape[1], n, alpha, rng, corner_share=corner_share)
+        return np.concatenate([w, more])
     others = np.eye(w.shape[1])[np.argmax(w[0]) != np.arange(w.shape[1])]
     return np.concatenate([w, others[rng.permutation(len(others))[:n]]])
 
@@ -260,7 +266,12 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
         pair
         for (candidates, rows), flags in zip(groups, far, strict=True)
         for w in relabelled(
-            cfg.method, candidates[0].weights, cfg.relabel_weightings, cfg.dirichlet_alpha, relabel
+            cfg.method,
+            candidates[0].weights,
+            cfg.relabel_weightings,
+            cfg.dirichlet_alpha,
+            relabel,
+            cfg.corner_share,
         )
         if (pair := preference_pair(candidates, rows, *floor, flags, w))
     ]

@@ -62,7 +62,9 @@ def sample_request(
     chosen = rng.choice(
         len(prompts), size=min(config.prompts_per_step, len(prompts)), replace=False
     )
-    weights = sample_weightings(config.method, k, len(chosen), config.dirichlet_alpha, rng)
+    weights = sample_weightings(
+        config.method, k, len(chosen), config.dirichlet_alpha, rng, corner_share=config.corner_share
+    )
     return SampleRequest(
         [prompts[i] for i in chosen for _ in range(config.samples)],
         np.repeat(weights, config.samples, axis=0),
@@ -98,16 +100,25 @@ def sample_weightings(
     alpha: float,
     rng: np.random.Generator,
     distinct_corners: bool = False,
+    corner_share: float = 0.0,
 ) -> np.ndarray:
     """(n, K) training weightings: Dirichlet(alpha) rows on the simplex for clp and prompt;
     corners w = e_k for soups, each adapter trained alone at its own.
+
+    With `corner_share` (clp and prompt), each row is replaced with probability corner_share by a
+    corner drawn uniformly, so every adapter also trains alone, as soups' do; the extra draws
+    are made only when it is positive, so runs without it draw the weightings they always did.
 
     Soups corners are drawn with replacement (rloo steps, round pools), or, with
     `distinct_corners` (the selection of rsf and dpo examples), as n different corners in a
     random order, or all K in order (drawing nothing) when n >= K.
     """
     if method != "soups":
-        return sample_dirichlet(k, n, alpha, rng)
+        rows = sample_dirichlet(k, n, alpha, rng)
+        if corner_share > 0:
+            at_corner = rng.random(n) < corner_share
+            rows[at_corner] = np.eye(k)[rng.integers(0, k, size=int(at_corner.sum()))]
+        return rows
     corners = np.eye(k)
     if not distinct_corners:
         return corners[rng.integers(0, k, size=n)]

@@ -389,7 +389,12 @@ class Trainer:
                     cfg.seed, 10_000 * round_index + self.prompts.index(batch_prompts[0])
                 )
                 weights = sample_weightings(
-                    cfg.method, k, len(batch_prompts), cfg.dirichlet_alpha, rng
+                    cfg.method,
+                    k,
+                    len(batch_prompts),
+                    cfg.dirichlet_alpha,
+                    rng,
+                    corner_share=cfg.corner_share,
                 )
                 return self.condition(batch_prompts, weights)
 
@@ -436,6 +441,7 @@ class Trainer:
                 cfg.dirichlet_alpha,
                 rng,
                 distinct_corners=True,
+                corner_share=cfg.corner_share,
             )
             compared = percentile_ranks(r_hat[rows]) if cfg.selection == "rank" else r_hat[rows]
             for w in weightings:

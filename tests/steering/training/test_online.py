@@ -13,6 +13,7 @@ from training_fixtures import (
 )
 
 from steering.errors import UserError
+from steering.model.mixing import read_metadata
 from steering.objectives import load_calibration
 from steering.training.config import TrainConfig
 from steering.training.floor import degenerate
@@ -141,6 +142,10 @@ def test_relabelled_weightings():
     assert corners[1].tolist() in ([1.0, 0.0, 0.0], [0.0, 0.0, 1.0])
     every = relabelled("soups", (0.0, 1.0, 0.0), 5, 0.5, rng)  # at most K - 1 more
     assert sorted(map(tuple, every[1:].tolist())) == [(0.0, 0.0, 1.0), (1.0, 0.0, 0.0)]
+    # clp with --corner-share 1: the extra weightings are corners too, the drawn one is kept
+    cornered = relabelled("clp", (0.2, 0.3, 0.5), 6, 0.5, rng, corner_share=1.0)
+    assert cornered[0].tolist() == [0.2, 0.3, 0.5]
+    assert set(map(tuple, cornered[1:].tolist())) <= set(map(tuple, np.eye(3).tolist()))
 
 
 @pytest.mark.parametrize("method", ["clp", "soups"])
@@ -177,6 +182,20 @@ def test_relabelling_forms_more_pairs_from_the_same_samples(
     if method == "soups":
         assert {p[3] for p in extra} <= {(1.0, 0.0), (0.0, 1.0)}
     assert "losses/dpo" in metrics_lines(more)[0]
+
+
+def test_a_corner_share_trains_clp_at_corners_too(tmp_path, prompts_file, fresh_base):
+    """--corner-share 1: every round of a clp run samples and pairs at a corner, one objective
+    alone, and the run records the share it was trained with."""
+    config = online_config(tmp_path, prompts_file, rounds=2, prompts_per_step=4, corner_share=1.0)
+    trainer = Trainer(config, fresh_base())
+    trainer.run()
+    records = [json.loads(p.read_text()) for p in sorted((trainer.out / "rounds").glob("*.json"))]
+    drawn = {tuple(s["weights"]) for r in records for s in r["samples"]}
+    paired = {tuple(p["weights"]) for r in records for p in r["pairs"]}
+    assert drawn == {(1.0, 0.0), (0.0, 1.0)}  # 8 weightings drawn, all corners
+    assert paired and paired <= drawn
+    assert read_metadata(trainer.out).training["corner_share"] == 1.0
 
 
 def test_no_pair_without_an_answer_to_choose_or_a_preference():

@@ -108,3 +108,22 @@ def test_records_are_named_frozen_and_hashable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         pair.weights = (1.0, 0.0)
     assert len({example, SftExample("p", "an answer", (0.25, 0.75), True)}) == 1
+
+
+@pytest.mark.parametrize("method", ["clp", "prompt"])
+def test_a_corner_share_replaces_that_share_of_dirichlet_rows_with_corners(method):
+    def draw(share):
+        return sample_weightings(method, 3, 4000, 0.5, np.random.default_rng(2), corner_share=share)
+
+    plain = draw(0.0)
+    # no share draws nothing more: the run's weightings are the Dirichlet rows they always were
+    np.testing.assert_array_equal(plain, sample_dirichlet(3, 4000, 0.5, np.random.default_rng(2)))
+    assert not set(rows(plain)) & CORNERS_3
+    some = draw(0.25)
+    at_corner = np.array([r in CORNERS_3 for r in rows(some)])
+    assert 0.2 < at_corner.mean() < 0.3
+    # the other rows are the same Dirichlet draws, and every corner is drawn, about equally
+    np.testing.assert_array_equal(some[~at_corner], plain[~at_corner])
+    counts = np.bincount(np.argmax(some[at_corner], axis=1), minlength=3)
+    assert counts.min() > 0.25 * at_corner.sum()
+    assert set(rows(draw(1.0))) == CORNERS_3  # corners only

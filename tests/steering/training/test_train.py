@@ -251,6 +251,11 @@ def test_bad_config_is_refused():
         TrainConfig(method="logits")
     with pytest.raises(UserError, match="leave-one-out"):
         TrainConfig(algo="rloo", samples=1)
+    for share in (-0.1, 1.5):
+        with pytest.raises(UserError, match=r"corner_share must be in \[0, 1\]"):
+            TrainConfig(corner_share=share)
+    with pytest.raises(UserError, match="soups trains at the corners only"):
+        TrainConfig(method="soups", corner_share=0.5)
 
 
 @pytest.mark.slow
