@@ -6,6 +6,7 @@
     python -m steering evaluate --prompts assets/prompts/eval.jsonl --methods clp,base --grid 0.25 ...
     python -m steering study --pool runs/pool/base.jsonl --out docs/objective-study.md
     python -m steering train-reward --db sqlite:///data/steering.db --out runs/human-reward
+    python -m steering merge runs/s0/clp runs/s1/clp --init assets/adapters/clp --out runs/merged/clp
     python -m steering export --weights 0.5,0.3,0.2 --format peft --adapter DIR --out DIR
     python -m steering bench generate|objectives|app|backends [--json]
 
@@ -138,6 +139,13 @@ def cmd_train(args) -> None:
     else:
         out = train(config)
     print(f"adapter written to {out}")
+
+
+def cmd_merge(args) -> None:
+    from steering.training.merge import merge_runs
+
+    out = merge_runs(args.runs, args.out, args.init, args.scale)
+    print(f"merged adapter written to {out}")
 
 
 def cmd_evaluate(args) -> None:
@@ -380,6 +388,26 @@ def build_parser() -> argparse.ArgumentParser:
     rw.add_argument("--out", default="runs/human-reward")
     rw.add_argument("--seed", type=int, default=0)
     rw.set_defaults(func=cmd_train_reward)
+
+    mg = sub.add_parser(
+        "merge",
+        help="one adapter from several runs of one recipe: start + scale * (mean - start)",
+    )
+    mg.add_argument("runs", nargs="+", help="adapter directories of the runs (two or more)")
+    mg.add_argument("--out", required=True, help="directory to write the merged adapter into")
+    mg.add_argument(
+        "--init",
+        help="the adapters the runs started from (their --init-from); without it the start is "
+        "zero and the merge is the plain mean",
+    )
+    mg.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="how far from the start the mean update goes: 1 the mean of the runs (default), "
+        "above 1 extrapolates (needs --init)",
+    )
+    mg.set_defaults(func=cmd_merge)
 
     ex = sub.add_parser(
         "export", help="write an adapter for other servers: one weighting as PEFT LoRA, or GGUF"
