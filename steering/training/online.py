@@ -3,8 +3,8 @@ samples, round after round.
 
 Round r:
 1. draw --prompts-per-step prompts and a weighting w for each (`sample_weightings`: Dirichlet
-   rows for clp and prompt, corners w = e_k for soups), from a generator seeded with
-   (seed, r, process);
+   rows for clp and prompt, a --corner-share of them at corners, corners w = e_k for soups),
+   from a generator seeded with (seed, r, process);
 2. the current policy, conditioned on w as the method says (`method_conditioning`), samples
    k = --samples responses per prompt;
 3. the objectives score them, normalised with the base-model calibration (r_hat);
