@@ -23,7 +23,7 @@ import copy
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -64,6 +64,13 @@ class AdapterSpec:
     @property
     def num_adapters(self) -> int:
         return len(self.objectives)
+
+    def fits(self, other: AdapterSpec) -> bool:
+        """Whether `other` holds these adapters (layers, rank, alpha, as many objectives) under
+        whatever objective names: what a run may start from (`--init-from`)."""
+        return self.num_adapters == other.num_adapters and (
+            replace(other, objectives=self.objectives) == self
+        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,6 +29,7 @@ from steering.model.mixing import (
     ADAPTER_FILE,
     METADATA_FILE,
     AdapterMetadata,
+    check_base_model,
     read_bank_tensors,
     read_metadata,
 )
@@ -41,15 +41,9 @@ def _same_adapters(
 ) -> None:
     """Refuse `other` unless it holds `first`'s adapters for the same base model; a start may
     name its objectives differently, as `train --init-from` allows."""
-    spec = other.spec
-    if start and len(spec.objectives) == len(first.spec.objectives):
-        spec = replace(spec, objectives=first.spec.objectives)
-    if spec != first.spec:
+    if not (first.spec.fits(other.spec) if start else other.spec == first.spec):
         raise UserError(f"{b} holds other adapters than {a} ({other.spec} against {first.spec})")
-    if other.base_model.sha256 != first.base_model.sha256:
-        raise UserError(
-            f"{b} was trained on base model {other.base_model.name}, {a} on {first.base_model.name}"
-        )
+    check_base_model(other, first.base_model, b)
 
 
 def merge_runs(

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -333,9 +333,7 @@ def start_from(trainer: Trainer, directory: Path) -> None:
     metadata = read_metadata(directory)
     check_base_model(metadata, trainer.base.identity, directory)
     saved, wanted = metadata.spec, trainer.spec
-    if len(saved.objectives) != len(wanted.objectives) or (
-        replace(saved, objectives=wanted.objectives) != wanted
-    ):
+    if not wanted.fits(saved):
         raise UserError(
             f"the adapter in {directory} has {describe(saved)}, not the "
             f"{describe(wanted)} of this run"
