@@ -17,8 +17,10 @@ Results schema (other tools read it):
      "objective_specs": [{"name": ..., "kind": ..., "model": ..., "sha256": ...}, ...],
      "reference_point": [float, ...],          # fixed before the run, in normalised units
      "grid": step, "prompts": n, "samples": s,
+     "categories": {category: n_prompts},      # the prompt file's "category" fields, if any
      "methods": {NAME: {"hypervolume": float,
                         "steerability": {objective: spearman_rho},
+                        "steerability_by_category": {category: {objective: spearman_rho}},
                         "front": [index into points, ...],
                         "points": [{"weights": [...], "rewards": {objective: mean_normalised},
                                     "raw": {objective: mean_raw}, "tokens": mean_tokens,
@@ -64,7 +66,7 @@ from steering.model_files import file_sha256
 from steering.objectives.declared import ObjectiveSet, resolve_objectives
 from steering.objectives.embedding import relevance
 from steering.objectives.fluency import fluency_scores
-from steering.prompts import read_prompts
+from steering.prompts import read_prompt_records
 from steering.weights import Weights
 
 # Normalised rewards are z-scores against base-model samples; -2 on every objective is worse than
@@ -232,12 +234,21 @@ def _append(handle, cache: dict[tuple, dict], rows: list[dict]) -> None:
     handle.flush()
 
 
+def _mean_rewards(rows, objectives, calibration) -> tuple[dict, dict]:
+    """({objective: mean raw reward}, {objective: mean normalised reward}) over rows."""
+    raw = {name: np.array([r["raw"][name] for r in rows]) for name in objectives}
+    normalised = calibration.normalise(raw)
+    return (
+        {name: float(raw[name].mean()) for name in objectives},
+        {name: float(normalised[name].mean()) for name in objectives},
+    )
+
+
 def summarise_method(rows, grid, objectives, calibration, reference, max_new_tokens) -> dict:
     points, answers = [], []
     for index, weights in enumerate(grid):
         mine = [r for r in rows if r["point"] == index]
-        raw = {name: np.array([r["raw"][name] for r in mine]) for name in objectives}
-        normalised = calibration.normalise(raw)
+        raw, normalised = _mean_rewards(mine, objectives, calibration)
         quality = [
             classify(r["text"], r["tokens"], max_new_tokens, r["prompt_text"], r.get("similarity"))
             for r in mine
@@ -246,8 +257,8 @@ def summarise_method(rows, grid, objectives, calibration, reference, max_new_tok
         points.append(
             {
                 "weights": [float(w) for w in weights],
-                "rewards": {name: float(normalised[name].mean()) for name in objectives},
-                "raw": {name: float(raw[name].mean()) for name in objectives},
+                "rewards": normalised,
+                "raw": raw,
                 "tokens": float(np.mean([r["tokens"] for r in mine])),
                 "fluency": float(np.mean([r["fluency"] for r in mine])),
                 "quality": shares(quality),
@@ -264,6 +275,23 @@ def summarise_method(rows, grid, objectives, calibration, reference, max_new_tok
     }
 
 
+def steerability_by_category(rows, grid, objectives, calibration, categories) -> dict:
+    """{category: {objective: rho}}: the steerability of the grid points' mean rewards over the
+    prompts of each category (`categories[p]` is prompt p's, or None), in the order the categories
+    first appear. A slider can steer well on average and not at all for one kind of request."""
+    found = {}
+    for category in dict.fromkeys(c for c in categories if c is not None):
+        mine = [r for r in rows if categories[r["prompt"]] == category]
+        means = [
+            _mean_rewards([r for r in mine if r["point"] == i], objectives, calibration)[1]
+            for i in range(len(grid))
+        ]
+        matrix = np.array([[mean[name] for name in objectives] for mean in means])  # (G, K)
+        rho = steerability(grid, matrix)
+        found[category] = {name: float(r) for name, r in zip(objectives, rho, strict=True)}
+    return found
+
+
 def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
     """Sweep every method over the grid (on torch, from `models`), then write the results."""
     models = models or Models()
@@ -275,7 +303,9 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         raise UserError("samples must be at least 1")
     if config.bootstrap < 1:
         raise UserError("bootstrap resamples must be at least 1")
-    prompts = read_prompts(config.prompts, config.limit or None)
+    records = read_prompt_records(config.prompts, config.limit or None)
+    prompts = [record.prompt for record in records]
+    categories = [record.category for record in records]
     steerers = {m: models.steerer(m, base_path=config.base_model) for m in config.methods}
     objectives = next(iter(steerers.values())).objectives
     for method, steerer in steerers.items():
@@ -314,6 +344,7 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         "samples": config.samples,
         "max_new_tokens": config.max_new_tokens,
         "min_words": config.min_words,
+        "categories": {c: categories.count(c) for c in dict.fromkeys(categories) if c is not None},
         "methods": {},
     }
     rows_by_method = {}
@@ -323,6 +354,9 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
         )
         results["methods"][method] = summarise_method(
             rows_by_method[method], grid, objectives, calibration, reference, config.max_new_tokens
+        )
+        results["methods"][method]["steerability_by_category"] = steerability_by_category(
+            rows_by_method[method], grid, objectives, calibration, categories
         )
     matrices = {
         m: np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
@@ -353,7 +387,31 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
 
 def format_summary(results: dict, out: Path) -> str:
     written = f"written: {out}, {out.with_suffix('.html')}, {out.with_suffix('.png')}"
-    return f"{format_claims(results)}\n\n{written}"
+    by_category = format_categories(results)
+    return "\n\n".join(
+        [format_claims(results)] + ([by_category] if by_category else []) + [written]
+    )
+
+
+def format_categories(results: dict) -> str:
+    """The steerability per prompt category as a table (empty when no prompt has a category):
+    one row per category, one cell per method holding every objective's rho."""
+    if not results["categories"]:
+        return ""
+    methods = results["methods"]
+    rhos = " / ".join(results["objectives"])
+    lines = [
+        f"steerability by prompt category (rho {rhos}):",
+        "| category (prompts) | " + " | ".join(methods) + " |",
+        "|---" * (1 + len(methods)) + "|",
+    ]
+    for category, count in results["categories"].items():
+        cells = [
+            " / ".join(f"{rho:.2f}" for rho in r["steerability_by_category"][category].values())
+            for r in methods.values()
+        ]
+        lines.append(f"| {category} ({count}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def write_plots(results: dict, out: Path) -> None:

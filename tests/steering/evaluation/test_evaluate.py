@@ -189,6 +189,51 @@ def test_a_resumed_sweep_draws_the_samples_of_an_uninterrupted_one(
     assert len(set(whole.values())) > 1  # sampled answers that differ, so the check has teeth
 
 
+def test_steerability_per_prompt_category_is_the_sweep_of_that_category_alone(tiny_env, tmp_path):
+    lines = [
+        ('{"prompt": "Describe a quiet morning.", "category": "description"}', "description"),
+        ('{"prompt": "Review a bicycle."}', None),
+        ('{"prompt": "Describe a busy harbour.", "category": "description"}', "description"),
+        ('{"prompt": "Write a poem about rain.", "category": "poem"}', "poem"),
+    ]
+    prompts = tmp_path / "eval.jsonl"
+    prompts.write_text("".join(line + "\n" for line, _ in lines))
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(
+        str(prompts), ("clp", "base"), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=10
+    )
+    summary = evaluate(config)
+    results = json.loads(out.read_text())
+    # categories in the order they first appear; the uncategorised prompt is in none
+    assert results["categories"] == {"description": 2, "poem": 1}
+    assert "| description (2) |" in summary and "| poem (1) |" in summary
+    cache = out.with_suffix(".cache.jsonl")
+    generated = len(cache.read_text().splitlines())
+    for category, _ in results["categories"].items():
+        # the same sweep over that category's prompts only: every row comes from the cache
+        alone = tmp_path / f"{category}.jsonl"
+        alone.write_text("".join(line + "\n" for line, c in lines if c == category))
+        evaluate(dataclasses.replace(config, prompts=str(alone)))
+        assert len(cache.read_text().splitlines()) == generated
+        for method, found in json.loads(out.read_text())["methods"].items():
+            by_category = results["methods"][method]["steerability_by_category"][category]
+            assert by_category == pytest.approx(found["steerability"])
+            # and the sweep of one category has that one category
+            assert list(found["steerability_by_category"]) == [category]
+
+
+def test_a_prompt_file_without_categories_reports_none(tiny_env, prompts_file, tmp_path):
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(
+        str(prompts_file), ("base",), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=10
+    )
+    summary = evaluate(config)
+    results = json.loads(out.read_text())
+    assert results["categories"] == {}
+    assert results["methods"]["base"]["steerability_by_category"] == {}
+    assert "by prompt category" not in summary
+
+
 @pytest.mark.parametrize(
     ("content", "overrides", "message"),
     [
@@ -197,6 +242,7 @@ def test_a_resumed_sweep_draws_the_samples_of_an_uninterrupted_one(
         ('{"prompt": "hi"}\nnot json\n', {}, "line 2 is not valid JSON"),
         ('{"prompt": "hi"}\n{"text": "hi"}\n', {}, 'line 2 has no non-empty "prompt"'),
         ('{"prompt": "hi"}\n', {"grid": 0.3}, "grid step 0.3 does not divide 1"),
+        ('{"prompt": "hi", "category": 3}\n', {}, 'line 1 has a "category" that is not'),
     ],
 )
 def test_bad_input_is_one_sentence(tiny_env, tmp_path, content, overrides, message):
