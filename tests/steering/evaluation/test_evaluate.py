@@ -209,7 +209,7 @@ def test_steerability_per_prompt_category_is_the_sweep_of_that_category_alone(ti
     assert "| description (2) |" in summary and "| poem (1) |" in summary
     cache = out.with_suffix(".cache.jsonl")
     generated = len(cache.read_text().splitlines())
-    for category, _ in results["categories"].items():
+    for category in results["categories"]:
         # the same sweep over that category's prompts only: every row comes from the cache
         alone = tmp_path / f"{category}.jsonl"
         alone.write_text("".join(line + "\n" for line, c in lines if c == category))
