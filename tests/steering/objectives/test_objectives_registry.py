@@ -29,6 +29,7 @@ BUILT_INS = [
     "fluency",
     "harmlessness",
     "human",
+    "passage_relevance",
     "positivity",
     "readability",
     "relevance",
