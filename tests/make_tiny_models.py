@@ -21,7 +21,9 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# run as a script, the tests directory comes first on sys.path, and its steering/ (the tests of
+# the package, no __init__.py) would be imported as the package; the checkout's root goes first
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 from tiny_models import ARCHITECTURES, build_tiny_causal_lm, build_tiny_reward_model  # noqa: E402
 

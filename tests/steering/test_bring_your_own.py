@@ -3,6 +3,10 @@ made by tests/make_tiny_models.py, declared in an objectives file; then the loop
 stored by the app's storage to a retrained policy. Every step runs the CLI in a subprocess."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
@@ -11,6 +15,19 @@ from stored_ratings import store_polite_ratings
 
 TRAIN = ["--algo", "rloo", "--steps", "2", "--prompts-per-step", "2", "--samples", "2"]
 SMALL = ["--pool-samples", "2", "--max-new-tokens", "6", "--rank", "2", "--dtype", "float32"]
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_script_runs_as_the_readme_says(tmp_path):
+    """`python tests/make_tiny_models.py OUT` from the checkout, as a script, not imported."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, "tests/make_tiny_models.py", str(tmp_path / "own")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    made = {path.name for path in (tmp_path / "own").iterdir()}
+    assert made == {"objectives.toml", "policy", "prompts.jsonl", "rm-harmless", "rm-helpful"}
 
 
 @pytest.fixture(scope="module")
