@@ -169,6 +169,8 @@ def cmd_evaluate(args) -> None:
         else None,
         base_model=args.base_model,
         objectives_file=configured_objectives_file(args.objectives_file),
+        score_with=args.score_with,
+        calibration=args.calibration,
     )
     summary = evaluate(config)
     print(summary)
@@ -356,6 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--base-model", help=BASE_MODEL_HELP)
     ev.add_argument("--objectives-file", help=OBJECTIVES_FILE_HELP)
+    ev.add_argument(
+        "--score-with",
+        help="objectives (comma-separated names or a TOML file) to score every method's answers "
+        "with, one per weight, instead of those each steers; cached answers are scored again",
+    )
+    ev.add_argument(
+        "--calibration",
+        help="adapter directory or calibration file for the z-scores (default: the clp adapter's)",
+    )
     ev.add_argument(
         "--bootstrap",
         type=int,

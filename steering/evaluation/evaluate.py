@@ -11,6 +11,12 @@ Generations are cached line by line in `results.cache.jsonl`, so an interrupted 
 a cached row is reused only for the same prompt text under the same setting (adapter weights,
 base model, decoding, grid, objectives), so new adapters or options are never read from old rows.
 
+`--score-with positivity,brevity,passage_relevance` (or a TOML objectives file) scores every
+method's answers with those objectives, weight by weight, instead of those each method steers:
+methods trained on different rewards are compared on one scale (with `--calibration`, an adapter
+directory or calibration file that calibrates them). Answers a sweep under the method's own
+objectives cached are scored again, not generated again.
+
 Results schema (other tools read it):
 
     {"objectives": [name, ...],
@@ -19,6 +25,7 @@ Results schema (other tools read it):
      "grid": step, "prompts": n, "samples": s,
      "categories": {category: n_prompts},      # the prompt file's "category" fields, if any
      "methods": {NAME: {"hypervolume": float,
+                        "steers": [name, ...],    # its sliders; "objectives" score them
                         "steerability": {objective: spearman_rho},
                         "steerability_by_category": {category: {objective: spearman_rho}},
                         "front": [index into points, ...],
@@ -58,12 +65,14 @@ from steering.evaluation.pareto import (
 )
 from steering.evaluation.quality import classify, shares
 from steering.evaluation.quality_panel import draw_quality_panel
+from steering.evaluation.scoring import own_objectives, sweep_scorers
 from steering.model.generate import Decoding
 from steering.model.loader import Models
 from steering.model.methods import METHODS, check_method
 from steering.model.mixing import ADAPTER_FILE
 from steering.model_files import file_sha256
-from steering.objectives.declared import ObjectiveSet, resolve_objectives
+from steering.objectives.calibration import load_calibration
+from steering.objectives.declared import ObjectiveSet
 from steering.objectives.embedding import relevance
 from steering.objectives.fluency import fluency_scores
 from steering.prompts import read_prompt_records
@@ -91,6 +100,10 @@ class EvaluateConfig:
     base_model: str | None = None
     objectives_file: str | None = None
     bootstrap: int = 1000  # resamples of the prompts for every claim's interval
+    # objectives to score every method's answers with instead of those it steers (names or a
+    # TOML file), one per weight; and the calibration their z-scores use (default: clp's)
+    score_with: str | None = None
+    calibration: str | None = None
 
 
 def _grid(k: int, step: float) -> np.ndarray:
@@ -145,8 +158,11 @@ def sweep_method(
     config: EvaluateConfig,
     cache_path: Path,
     objectives: ObjectiveSet,
+    own: ObjectiveSet | None = None,
 ) -> list[dict]:
-    """Generate and score every (grid point, prompt, sample); cached rows are reused."""
+    """Generate and score every (grid point, prompt, sample); cached rows are reused. `own` are
+    the objectives the method is swept with when not scored with others: its answers cached
+    under them are the same answers, so they are scored again instead of generated again."""
     cache = _read_cache(cache_path)
     setting = sweep_setting(method, steerer, config, objectives)
     wanted = [
@@ -157,15 +173,23 @@ def sweep_method(
     ]
     keys = [(setting, point, prompts[p], s) for point, p, s in wanted]
     rows_per_batch = config.rows_per_batch // (len(steerer.objectives) if method == "logits" else 1)
-    # Batches are cut from the whole sweep and seeded by their place in it, so a resumed sweep
-    # draws exactly the samples an uninterrupted one would: a batch with any row missing is
-    # generated whole, and only its missing rows are added.
-    starts = [
-        start
-        for start in range(0, len(wanted), rows_per_batch)
-        if any(key not in cache for key in keys[start : start + rows_per_batch])
-    ]
     with cache_path.open("a") as handle:
+        if own is not None:
+            own_setting = sweep_setting(method, steerer, config, own)
+            answered = [
+                cache[(own_setting, *key[1:])]
+                for key in keys
+                if key not in cache and (own_setting, *key[1:]) in cache
+            ]
+            _append(handle, cache, _rescored(answered, setting, objectives))
+        # Batches are cut from the whole sweep and seeded by their place in it, so a resumed
+        # sweep draws exactly the samples an uninterrupted one would: a batch with any row
+        # missing is generated whole, and only its missing rows are added.
+        starts = [
+            start
+            for start in range(0, len(wanted), rows_per_batch)
+            if any(key not in cache for key in keys[start : start + rows_per_batch])
+        ]
         # rows cached before answers were scored for fluency or similarity get them now
         unscored = [
             cache[key]
@@ -211,6 +235,17 @@ def sweep_method(
             _append(handle, cache, _with_answer_scores(steerer.base, rows))
     # a row cached for the same prompt at another place in the prompts file takes this place
     return [{**cache[key], "prompt": p} for (_, p, _), key in zip(wanted, keys, strict=True)]
+
+
+def _rescored(rows: list[dict], setting: str, objectives: ObjectiveSet) -> list[dict]:
+    """The rows keyed to `setting`, their answers' raw rewards scored by `objectives`."""
+    if not rows:
+        return []
+    raw = objectives.score([r["prompt_text"] for r in rows], [r["text"] for r in rows])
+    return [
+        {**row, "setting": setting, "raw": {name: float(values[i]) for name, values in raw.items()}}
+        for i, row in enumerate(rows)
+    ]
 
 
 def _with_answer_scores(base, rows: list[dict]) -> list[dict]:
@@ -307,25 +342,20 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
     prompts = [record.prompt for record in records]
     categories = [record.category for record in records]
     steerers = {m: models.steerer(m, base_path=config.base_model) for m in config.methods}
-    objectives = next(iter(steerers.values())).objectives
-    for method, steerer in steerers.items():
-        if steerer.objectives != objectives:
-            raise UserError(
-                f"method {method} steers {', '.join(steerer.objectives)}, not {', '.join(objectives)}"
-            )
-    trained = next((s for s in steerers.values() if s.metadata is not None), None)
-    scorers = resolve_objectives(
-        config.objectives_file,
-        trained.metadata.training if trained else None,
-        objectives,
-        f"the adapter in {trained.adapter_dir}" if trained else "",
+    own = own_objectives(steerers, config.objectives_file)
+    scorers = sweep_scorers(steerers, own, config.score_with)
+    objectives = scorers.names
+    calibration = (
+        load_calibration(config.calibration)
+        if config.calibration
+        else models.steerer("base", base_path=config.base_model).calibration
     )
-    if scorers.names != objectives:
+    uncalibrated = [name for name in objectives if name not in calibration.objectives]
+    if uncalibrated:
         raise UserError(
-            f"the methods steer {', '.join(objectives)}, but the objectives are "
-            f"{', '.join(scorers.names)}"
+            f"the calibration has no statistics for objective {uncalibrated[0]!r}; give "
+            f"--calibration with an adapter directory or file that calibrates {', '.join(objectives)}"
         )
-    calibration = models.steerer("base", base_path=config.base_model).calibration
     grid = _grid(len(objectives), config.grid)
     reference = np.array(
         config.reference_point or [DEFAULT_REFERENCE] * len(objectives), dtype=float
@@ -350,11 +380,12 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
     rows_by_method = {}
     for method, steerer in steerers.items():
         rows_by_method[method] = sweep_method(
-            method, steerer, prompts, grid, config, cache_path, scorers
+            method, steerer, prompts, grid, config, cache_path, scorers, own[method]
         )
         results["methods"][method] = summarise_method(
             rows_by_method[method], grid, objectives, calibration, reference, config.max_new_tokens
         )
+        results["methods"][method]["steers"] = list(steerer.objectives)
         results["methods"][method]["steerability_by_category"] = steerability_by_category(
             rows_by_method[method], grid, objectives, calibration, categories
         )
@@ -388,8 +419,15 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
 def format_summary(results: dict, out: Path) -> str:
     written = f"written: {out}, {out.with_suffix('.html')}, {out.with_suffix('.png')}"
     by_category = format_categories(results)
+    objectives = results["objectives"]
+    scored = [
+        f"{method} steers {', '.join(r['steers'])}"
+        for method, r in results["methods"].items()
+        if r["steers"] != objectives
+    ]
+    scoring = [f"scored with {', '.join(objectives)}: " + "; ".join(scored)] if scored else []
     return "\n\n".join(
-        [format_claims(results)] + ([by_category] if by_category else []) + [written]
+        scoring + [format_claims(results)] + ([by_category] if by_category else []) + [written]
     )
 
 

@@ -72,6 +72,20 @@ def test_bad_input_exits_2_with_one_line(tiny_env, args, message):
     assert "Traceback" not in out.stderr
 
 
+def test_evaluate_score_with_reaches_the_sweep(tiny_env, tmp_path):
+    prompts = tmp_path / "eval.jsonl"
+    prompts.write_text('{"prompt": "Review a bicycle."}\n')
+    args = ["evaluate", "--prompts", str(prompts), "--methods", "base", "--out"]
+    out = run_cli(
+        *args, str(tmp_path / "r.json"), "--score-with", "positivity,brevity", root=tiny_env
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        "error: the calibration has no statistics for objective 'brevity'; give --calibration "
+        "with an adapter directory or file that calibrates positivity, brevity"
+    ]
+
+
 def test_objectives_json_lists_the_registry():
     out = run_cli("objectives", "--json")
     assert out.returncode == 0, out.stderr

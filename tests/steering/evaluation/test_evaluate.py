@@ -2,13 +2,14 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
 from steering.errors import UserError
 from steering.evaluation.evaluate import EvaluateConfig, evaluate
 from steering.evaluation.quality import CATEGORIES
-from steering.objectives import score
+from steering.objectives import fit_calibration, load_calibration, score
 
 
 @pytest.fixture
@@ -234,6 +235,113 @@ def test_a_prompt_file_without_categories_reports_none(tiny_env, prompts_file, t
     assert "by prompt category" not in summary
 
 
+@pytest.fixture
+def brevity_calibration(tmp_path):
+    """A calibration of positivity and brevity (the tiny adapters calibrate conciseness)."""
+    rng = np.random.default_rng(1)
+    path = tmp_path / "calibration.json"
+    fit_calibration({o: rng.normal(size=16) for o in ("positivity", "brevity")}).save(path)
+    return path
+
+
+def test_score_with_scores_cached_answers_again_instead_of_generating(
+    tiny_env, prompts_file, tmp_path, brevity_calibration
+):
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(
+        str(prompts_file), ("clp", "base"), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=10
+    )
+    evaluate(config)
+    cache = out.with_suffix(".cache.jsonl")
+    # answers no sweep generates: rows scored with --score-with can only have come from here
+    own = [
+        {**row, "text": f"A calm answer, number {i}."}
+        for i, row in enumerate(map(json.loads, cache.read_text().splitlines()))
+    ]
+    cache.write_text("".join(json.dumps(row) + "\n" for row in own))
+    scored = dataclasses.replace(
+        config, score_with="positivity,brevity", calibration=str(brevity_calibration)
+    )
+    summary = evaluate(scored)
+    rescored = [json.loads(line) for line in cache.read_text().splitlines()][len(own) :]
+    assert len(rescored) == len(own) == 2 * 3 * 2  # methods x grid points x prompts, none new
+    assert [r["text"] for r in rescored] == [r["text"] for r in own]
+    assert len({r["setting"] for r in rescored} - {r["setting"] for r in own}) == 2
+    expected = score(
+        ["positivity", "brevity"], [r["prompt_text"] for r in own], [r["text"] for r in own]
+    )
+    for name in ("positivity", "brevity"):
+        assert [r["raw"][name] for r in rescored] == pytest.approx(list(expected[name]))
+    results = json.loads(out.read_text())
+    assert results["objectives"] == ["positivity", "brevity"]
+    assert [s["name"] for s in results["objective_specs"]] == ["positivity", "brevity"]
+    clp = results["methods"]["clp"]
+    assert clp["steers"] == ["positivity", "conciseness"]
+    # every point's reward is the mean z-score under the calibration given
+    brevity = load_calibration(brevity_calibration).stats["brevity"]
+    first = [r["raw"]["brevity"] for r in rescored if r["method"] == "clp" and r["point"] == 0]
+    mean = (np.mean(first) - brevity.mean) / brevity.std
+    assert clp["points"][0]["rewards"]["brevity"] == pytest.approx(mean)
+    assert summary.startswith(
+        "scored with positivity, brevity: clp steers positivity, conciseness; "
+        "base steers positivity, conciseness"
+    )
+    # scored once: a second run reads the rescored rows
+    evaluate(scored)
+    assert len(cache.read_text().splitlines()) == 2 * len(own)
+
+
+def test_score_with_generates_the_answers_a_sweep_of_its_own_would(
+    tiny_env, prompts_file, tmp_path, brevity_calibration
+):
+    def answers(out):
+        rows = map(json.loads, out.with_suffix(".cache.jsonl").read_text().splitlines())
+        return {(r["method"], r["point"], r["prompt"]): r["text"] for r in rows}
+
+    config = EvaluateConfig(
+        str(prompts_file), ("clp",), grid=0.5, max_new_tokens=6, bootstrap=10, rows_per_batch=2
+    )
+    evaluate(dataclasses.replace(config, out=str(tmp_path / "own.json")))
+    scored = dataclasses.replace(
+        config,
+        out=str(tmp_path / "scored.json"),
+        score_with="positivity,brevity",
+        calibration=str(brevity_calibration),
+    )
+    evaluate(scored)
+    assert answers(tmp_path / "scored.json") == answers(tmp_path / "own.json")
+
+
+def test_methods_steering_other_objectives_compare_only_when_scored_alike(
+    tiny_env, prompts_file, tmp_path, monkeypatch, brevity_calibration
+):
+    adapters = tmp_path / "adapters"
+    shutil.copytree(tiny_env / "adapters", adapters)
+    monkeypatch.setenv("STEERING_ADAPTERS", str(adapters))
+    # soups relabelled to steer brevity: the same weights, trained (it says) on another reward
+    record = adapters / "soups" / "adapter.json"
+    record.write_text(record.read_text().replace("conciseness", "brevity"))
+    out = tmp_path / "results.json"
+    config = EvaluateConfig(
+        str(prompts_file), ("clp", "soups"), grid=0.5, out=str(out), max_new_tokens=4, bootstrap=10
+    )
+    message = "method soups steers positivity, brevity, not positivity, conciseness; give --score"
+    with pytest.raises(UserError, match=message):
+        evaluate(config)
+    with pytest.raises(UserError, match="calibration has no statistics for objective 'brevity'"):
+        evaluate(dataclasses.replace(config, score_with="positivity,brevity"))
+    assert not out.with_suffix(".cache.jsonl").exists()  # refused before generating anything
+    scored = dataclasses.replace(
+        config, score_with="positivity,brevity", calibration=str(brevity_calibration)
+    )
+    summary = evaluate(scored)
+    results = json.loads(out.read_text())
+    assert results["methods"]["soups"]["steers"] == ["positivity", "brevity"]
+    assert results["methods"]["clp"]["steers"] == ["positivity", "conciseness"]
+    assert set(results["dominance"]) == {"clp", "soups"}
+    assert "clp steers positivity, conciseness" in summary and "soups steers" not in summary
+
+
 @pytest.mark.parametrize(
     ("content", "overrides", "message"),
     [
@@ -243,6 +351,15 @@ def test_a_prompt_file_without_categories_reports_none(tiny_env, prompts_file, t
         ('{"prompt": "hi"}\n{"text": "hi"}\n', {}, 'line 2 has no non-empty "prompt"'),
         ('{"prompt": "hi"}\n', {"grid": 0.3}, "grid step 0.3 does not divide 1"),
         ('{"prompt": "hi", "category": 3}\n', {}, 'line 1 has a "category" that is not'),
+        ('{"prompt": "hi"}\n', {"score_with": "positivity"}, "declare at least two objectives"),
+        ('{"prompt": "hi"}\n', {"score_with": "positivity,nonsense"}, "unknown objective 'nons"),
+        (
+            '{"prompt": "hi"}\n',
+            {"score_with": "positivity,conciseness,brevity"},
+            r"method base steers 2 objectives \(positivity, conciseness\), but --score-with gives 3",
+        ),
+        ('{"prompt": "hi"}\n', {"score_with": "missing.toml"}, "objectives file missing.toml"),
+        ('{"prompt": "hi"}\n', {"calibration": "nowhere"}, "no calibration file at nowhere"),
     ],
 )
 def test_bad_input_is_one_sentence(tiny_env, tmp_path, content, overrides, message):
