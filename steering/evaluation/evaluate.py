@@ -65,7 +65,7 @@ from steering.evaluation.pareto import (
 )
 from steering.evaluation.quality import classify, shares
 from steering.evaluation.quality_panel import draw_quality_panel
-from steering.evaluation.scoring import own_objectives, sweep_scorers
+from steering.evaluation.score_with import own_specs, sweep_scorers
 from steering.model.generate import Decoding
 from steering.model.loader import Models
 from steering.model.methods import METHODS, check_method
@@ -132,9 +132,9 @@ def _row_key(row: dict) -> tuple:
     return (row["setting"], row["point"], row["prompt_text"], row["sample"])
 
 
-def sweep_setting(method, steerer, config: EvaluateConfig, objectives: ObjectiveSet) -> str:
+def sweep_setting(method, steerer, config: EvaluateConfig, specs: list[dict]) -> str:
     """A digest of everything a cached row depends on besides its prompt: the method, its
-    adapter's weights, the base model, the decoding, the grid and the objectives' specs. A row
+    adapter's weights, the base model, the decoding, the grid and the objectives' `specs`. A row
     cached under another setting (new adapters, another --max-new-tokens) is generated again."""
     adapter = steerer.adapter_dir / ADAPTER_FILE if steerer.adapter_dir else None
     setting = {
@@ -145,7 +145,7 @@ def sweep_setting(method, steerer, config: EvaluateConfig, objectives: Objective
         "decoding": [config.max_new_tokens, config.temperature, config.seed]
         + ([config.min_words] if config.min_words else []),
         "grid": config.grid,
-        "objectives": objectives.to_json(),
+        "objectives": specs,
     }
     return hashlib.sha256(json.dumps(setting, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -158,13 +158,13 @@ def sweep_method(
     config: EvaluateConfig,
     cache_path: Path,
     objectives: ObjectiveSet,
-    own: ObjectiveSet | None = None,
+    own: list[dict] | None = None,
 ) -> list[dict]:
-    """Generate and score every (grid point, prompt, sample); cached rows are reused. `own` are
-    the objectives the method is swept with when not scored with others: its answers cached
+    """Generate and score every (grid point, prompt, sample); cached rows are reused. With
+    `--score-with`, `own` are the specs of the objectives the method steers: the answers cached
     under them are the same answers, so they are scored again instead of generated again."""
     cache = _read_cache(cache_path)
-    setting = sweep_setting(method, steerer, config, objectives)
+    setting = sweep_setting(method, steerer, config, objectives.to_json())
     wanted = [
         (point, p, s)
         for point in range(len(grid))
@@ -181,7 +181,10 @@ def sweep_method(
                 for key in keys
                 if key not in cache and (own_setting, *key[1:]) in cache
             ]
-            _append(handle, cache, _rescored(answered, setting, objectives))
+            chunks = range(0, len(answered), config.rows_per_batch)
+            for start in tqdm(chunks, desc=f"score {method} again", unit="batch"):
+                chunk = answered[start : start + config.rows_per_batch]
+                _append(handle, cache, _rescored(chunk, setting, objectives))
         # Batches are cut from the whole sweep and seeded by their place in it, so a resumed
         # sweep draws exactly the samples an uninterrupted one would: a batch with any row
         # missing is generated whole, and only its missing rows are added.
@@ -239,8 +242,6 @@ def sweep_method(
 
 def _rescored(rows: list[dict], setting: str, objectives: ObjectiveSet) -> list[dict]:
     """The rows keyed to `setting`, their answers' raw rewards scored by `objectives`."""
-    if not rows:
-        return []
     raw = objectives.score([r["prompt_text"] for r in rows], [r["text"] for r in rows])
     return [
         {**row, "setting": setting, "raw": {name: float(values[i]) for name, values in raw.items()}}
@@ -342,19 +343,20 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
     prompts = [record.prompt for record in records]
     categories = [record.category for record in records]
     steerers = {m: models.steerer(m, base_path=config.base_model) for m in config.methods}
-    own = own_objectives(steerers, config.objectives_file)
-    scorers = sweep_scorers(steerers, own, config.score_with)
+    scorers = sweep_scorers(steerers, config.score_with, config.objectives_file)
+    own = own_specs(steerers) if config.score_with else {}
     objectives = scorers.names
-    calibration = (
-        load_calibration(config.calibration)
-        if config.calibration
-        else models.steerer("base", base_path=config.base_model).calibration
-    )
+    if config.calibration:
+        calibration, where = load_calibration(config.calibration), config.calibration
+    else:
+        base = models.steerer("base", base_path=config.base_model)
+        calibration, where = base.calibration, "the clp adapter"
     uncalibrated = [name for name in objectives if name not in calibration.objectives]
     if uncalibrated:
         raise UserError(
-            f"the calibration has no statistics for objective {uncalibrated[0]!r}; give "
-            f"--calibration with an adapter directory or file that calibrates {', '.join(objectives)}"
+            f"the calibration of {where} has no statistics for objective {uncalibrated[0]!r}; "
+            f"give --calibration with an adapter directory or file that calibrates "
+            f"{', '.join(objectives)}"
         )
     grid = _grid(len(objectives), config.grid)
     reference = np.array(
@@ -380,7 +382,7 @@ def evaluate(config: EvaluateConfig, models: Models | None = None) -> str:
     rows_by_method = {}
     for method, steerer in steerers.items():
         rows_by_method[method] = sweep_method(
-            method, steerer, prompts, grid, config, cache_path, scorers, own[method]
+            method, steerer, prompts, grid, config, cache_path, scorers, own.get(method)
         )
         results["methods"][method] = summarise_method(
             rows_by_method[method], grid, objectives, calibration, reference, config.max_new_tokens

@@ -128,9 +128,9 @@ class ObjectiveSet:
         return spec.kind == "builtin" and spec.objective in ("", name)
 
 
-def builtin_objectives(names: Sequence[str]) -> ObjectiveSet:
+def builtin_objectives(names: Sequence[str], source: str = "--objectives") -> ObjectiveSet:
     """Registered objectives by name (the shipped default, and `--objectives a,b,c`)."""
-    return build_objectives([ObjectiveSpec(name, "builtin") for name in names], "--objectives")
+    return build_objectives([ObjectiveSpec(name, "builtin") for name in names], source)
 
 
 def read_objectives_file(path: str | os.PathLike) -> ObjectiveSet:

@@ -81,9 +81,12 @@ def test_evaluate_score_with_reaches_the_sweep(tiny_env, tmp_path):
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
-        "error: the calibration has no statistics for objective 'brevity'; give --calibration "
-        "with an adapter directory or file that calibrates positivity, brevity"
+        "error: the calibration of the clp adapter has no statistics for objective 'brevity'; "
+        "give --calibration with an adapter directory or file that calibrates positivity, brevity"
     ]
+    out = run_cli(*args, str(tmp_path / "r.json"), "--calibration", "nowhere", root=tiny_env)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and "no calibration file at nowhere" in lines[0]
 
 
 def test_objectives_json_lists_the_registry():

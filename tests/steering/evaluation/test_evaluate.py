@@ -291,7 +291,7 @@ def test_score_with_scores_cached_answers_again_instead_of_generating(
     assert len(cache.read_text().splitlines()) == 2 * len(own)
 
 
-def test_score_with_generates_the_answers_a_sweep_of_its_own_would(
+def test_score_with_reuses_part_of_an_own_sweep_and_generates_the_rest_alike(
     tiny_env, prompts_file, tmp_path, brevity_calibration
 ):
     def answers(out):
@@ -302,14 +302,32 @@ def test_score_with_generates_the_answers_a_sweep_of_its_own_would(
         str(prompts_file), ("clp",), grid=0.5, max_new_tokens=6, bootstrap=10, rows_per_batch=2
     )
     evaluate(dataclasses.replace(config, out=str(tmp_path / "own.json")))
-    scored = dataclasses.replace(
-        config,
-        out=str(tmp_path / "scored.json"),
-        score_with="positivity,brevity",
-        calibration=str(brevity_calibration),
+    whole = answers(tmp_path / "own.json")
+    assert len(set(whole.values())) > 1  # sampled answers that differ, so the check has teeth
+    # an own sweep interrupted after three of its six rows, continued with --score-with
+    scored = tmp_path / "scored.json"
+    own_rows = [
+        {**json.loads(line), "text": f"A kept answer, number {i}."}  # none a sweep generates
+        for i, line in enumerate((tmp_path / "own.cache.jsonl").read_text().splitlines()[:3])
+    ]
+    scored.with_suffix(".cache.jsonl").write_text("".join(json.dumps(r) + "\n" for r in own_rows))
+    evaluate(
+        dataclasses.replace(
+            config,
+            out=str(scored),
+            score_with="positivity,brevity",
+            calibration=str(brevity_calibration),
+        )
     )
-    evaluate(scored)
-    assert answers(tmp_path / "scored.json") == answers(tmp_path / "own.json")
+    rows = [
+        json.loads(line) for line in scored.with_suffix(".cache.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 3 + 6  # the three scored again, the other three generated
+    assert [r["text"] for r in rows[3:6]] == [r["text"] for r in own_rows]
+    generated = {(r["point"], r["prompt"]): r["text"] for r in rows[6:]}
+    assert generated == {key[1:]: whole[key] for key in whole if key[1:] in generated}
+    assert len(generated) == 3
+    assert all(set(r["raw"]) == {"positivity", "brevity"} for r in rows[3:])
 
 
 def test_methods_steering_other_objectives_compare_only_when_scored_alike(
@@ -328,8 +346,14 @@ def test_methods_steering_other_objectives_compare_only_when_scored_alike(
     message = "method soups steers positivity, brevity, not positivity, conciseness; give --score"
     with pytest.raises(UserError, match=message):
         evaluate(config)
-    with pytest.raises(UserError, match="calibration has no statistics for objective 'brevity'"):
+    message = "calibration of the clp adapter has no statistics for objective 'brevity'"
+    with pytest.raises(UserError, match=message):
         evaluate(dataclasses.replace(config, score_with="positivity,brevity"))
+    elsewhere = str(adapters / "clp")
+    with pytest.raises(UserError, match=f"calibration of {elsewhere} has no statistics"):
+        evaluate(
+            dataclasses.replace(config, score_with="positivity,brevity", calibration=elsewhere)
+        )
     assert not out.with_suffix(".cache.jsonl").exists()  # refused before generating anything
     scored = dataclasses.replace(
         config, score_with="positivity,brevity", calibration=str(brevity_calibration)
@@ -340,6 +364,27 @@ def test_methods_steering_other_objectives_compare_only_when_scored_alike(
     assert results["methods"]["clp"]["steers"] == ["positivity", "conciseness"]
     assert set(results["dominance"]) == {"clp", "soups"}
     assert "clp steers positivity, conciseness" in summary and "soups steers" not in summary
+    # the same objectives from a TOML file, or chosen by name from a configured one (that
+    # declares more, and that neither adapter was trained with): the same scores, none made again
+    declared = tmp_path / "objectives.toml"
+    declared.write_text(
+        "".join(
+            f'[objectives.{n}]\nkind = "builtin"\n'
+            for n in ("conciseness", "brevity", "positivity")
+        )
+    )
+    lines = len(out.with_suffix(".cache.jsonl").read_text().splitlines())
+    short = tmp_path / "two.toml"
+    short.write_text(
+        '[objectives.positivity]\nkind = "builtin"\n[objectives.brevity]\nkind = "builtin"\n'
+    )
+    for other in (
+        dataclasses.replace(scored, score_with=str(short)),
+        dataclasses.replace(scored, objectives_file=str(declared)),
+    ):
+        evaluate(other)
+        assert len(out.with_suffix(".cache.jsonl").read_text().splitlines()) == lines
+        assert json.loads(out.read_text()) == results
 
 
 @pytest.mark.parametrize(
