@@ -218,8 +218,8 @@ def sweep_method(
                 for job, result, gone in zip(batch, results, missing, strict=True)
                 if gone
             ]
-            raw = objectives.score(
-                [prompts[p] for (_, p, _), _ in fresh], [r.text for _, r in fresh]
+            raw = _raw_rewards(
+                objectives, [prompts[p] for (_, p, _), _ in fresh], [r.text for _, r in fresh]
             )
             rows = [
                 {
@@ -231,7 +231,7 @@ def sweep_method(
                     "sample": s,
                     "text": result.text,
                     "tokens": result.tokens,
-                    "raw": {name: float(values[i]) for name, values in raw.items()},
+                    "raw": raw[i],
                 }
                 for i, ((point, p, s), result) in enumerate(fresh)
             ]
@@ -240,13 +240,16 @@ def sweep_method(
     return [{**cache[key], "prompt": p} for (_, p, _), key in zip(wanted, keys, strict=True)]
 
 
+def _raw_rewards(objectives: ObjectiveSet, prompts: list[str], texts: list[str]) -> list[dict]:
+    """Each answer's {objective: raw reward}."""
+    raw = objectives.score(prompts, texts)
+    return [{name: float(values[i]) for name, values in raw.items()} for i in range(len(texts))]
+
+
 def _rescored(rows: list[dict], setting: str, objectives: ObjectiveSet) -> list[dict]:
     """The rows keyed to `setting`, their answers' raw rewards scored by `objectives`."""
-    raw = objectives.score([r["prompt_text"] for r in rows], [r["text"] for r in rows])
-    return [
-        {**row, "setting": setting, "raw": {name: float(values[i]) for name, values in raw.items()}}
-        for i, row in enumerate(rows)
-    ]
+    raw = _raw_rewards(objectives, [r["prompt_text"] for r in rows], [r["text"] for r in rows])
+    return [{**row, "setting": setting, "raw": r} for row, r in zip(rows, raw, strict=True)]
 
 
 def _with_answer_scores(base, rows: list[dict]) -> list[dict]:

@@ -15,7 +15,7 @@ from steering.objectives.declared import (
     SPECS_KEY,
     ObjectiveSet,
     ObjectiveSpec,
-    builtin_objectives,
+    named_objectives,
     read_objectives_file,
     resolve_objectives,
 )
@@ -52,10 +52,9 @@ def _score_with(steerers: dict, score_with: str, file: str | None) -> ObjectiveS
         scorers = read_objectives_file(score_with)
     else:
         names = [name.strip() for name in score_with.split(",") if name.strip()]
-        if file:
-            scorers = read_objectives_file(file).select(names)
-        else:
-            scorers = builtin_objectives(names, "--score-with")
+        if not names:
+            raise UserError("--score-with names no objective")
+        scorers = named_objectives(names, file, "--score-with")
     for method, steerer in steerers.items():
         if len(steerer.objectives) != len(scorers.names):
             raise UserError(

@@ -133,6 +133,19 @@ def builtin_objectives(names: Sequence[str], source: str = "--objectives") -> Ob
     return build_objectives([ObjectiveSpec(name, "builtin") for name in names], source)
 
 
+def named_objectives(
+    names: Sequence[str], file: str | None, source: str = "--objectives"
+) -> ObjectiveSet:
+    """The named objectives, chosen from the objectives `file` when one is configured (all it
+    declares when no names are given), else the registered ones (the shipped default)."""
+    from steering.objectives import DEFAULT_OBJECTIVES
+
+    if file:
+        declared = read_objectives_file(file)
+        return declared.select(names) if names else declared
+    return builtin_objectives(names or DEFAULT_OBJECTIVES, source)
+
+
 def read_objectives_file(path: str | os.PathLike) -> ObjectiveSet:
     """Parse, check and build the objectives a TOML file declares."""
     path = Path(path).expanduser()

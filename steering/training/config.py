@@ -229,20 +229,10 @@ class TrainConfig:
 
     def objective_set(self):
         """The objectives to train on, built and checked (`steering.objectives.declared`)."""
-        from steering.objectives import DEFAULT_OBJECTIVES
-        from steering.objectives.declared import (
-            builtin_objectives,
-            configured_objectives_file,
-            read_objectives_file,
-        )
+        from steering.objectives.declared import configured_objectives_file, named_objectives
 
         file = configured_objectives_file(self.objectives_file or None)
-        names = self.objective_names
-        if file:
-            declared = read_objectives_file(file)
-            chosen = declared.select(names) if names else declared
-        else:
-            chosen = builtin_objectives(names or DEFAULT_OBJECTIVES)
+        chosen = named_objectives(self.objective_names, file)
         if len(chosen.names) < 2:
             raise UserError("give at least two objectives to trade off")
         return chosen

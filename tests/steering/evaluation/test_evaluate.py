@@ -397,6 +397,7 @@ def test_methods_steering_other_objectives_compare_only_when_scored_alike(
         ('{"prompt": "hi"}\n', {"grid": 0.3}, "grid step 0.3 does not divide 1"),
         ('{"prompt": "hi", "category": 3}\n', {}, 'line 1 has a "category" that is not'),
         ('{"prompt": "hi"}\n', {"score_with": "positivity"}, "declare at least two objectives"),
+        ('{"prompt": "hi"}\n', {"score_with": " , "}, "--score-with names no objective"),
         ('{"prompt": "hi"}\n', {"score_with": "positivity,nonsense"}, "unknown objective 'nons"),
         (
             '{"prompt": "hi"}\n',
