@@ -2,8 +2,8 @@
 
 Per method: the hypervolume, the steerability rho of every objective, and over the whole grid
 the mean fluency (base-model log-probability per answer token), the mean answer length in tokens
-and the shares of degenerate, unfinished, echoing, restating and off-topic answers
-(`quality`). Per pair of methods: the share of A's points dominated by B's front, and the paired
+and the shares of degenerate, unfinished, echoing, restating, off-topic and help-offering
+answers (`quality`). Per pair of methods: the share of A's points dominated by B's front, and the paired
 difference of their hypervolumes with the method it supports as higher. Every statistic is
 computed on the same resamples of prompts, so the differences are paired.
 
@@ -13,7 +13,8 @@ Added to the results JSON (the fields `evaluate` writes stay as they are):
     "methods": {NAME: {..., "intervals": {
         "hypervolume": INTERVAL, "steerability": {objective: INTERVAL},
         "fluency": INTERVAL, "tokens": INTERVAL, "degenerate": INTERVAL, "unfinished": INTERVAL,
-        "echo": INTERVAL, "restatement": INTERVAL, "off_topic": INTERVAL}}},
+        "echo": INTERVAL, "restatement": INTERVAL, "off_topic": INTERVAL,
+        "offer": INTERVAL}}},
     "dominance_intervals": {A: {B: INTERVAL}},            # the "dominance" shares' intervals
     "hypervolume_differences": [{"a": A, "b": B, **INTERVAL, "winner": A, B or null}]
 
@@ -30,10 +31,11 @@ import numpy as np
 
 from steering.evaluation.intervals import CONFIDENCE, bootstrap, winner
 from steering.evaluation.pareto import dominated_share, hypervolume, steerability
-from steering.evaluation.quality import OFF_TOPIC_SIMILARITY, classify
+from steering.evaluation.quality import CATEGORIES, OFF_TOPIC_SIMILARITY, classify
 
-ANSWER_MEANS = ("degenerate", "unfinished", "echo", "restatement", "off_topic", "fluency", "tokens")
-"""Per-answer values whose mean over the grid is a claim about a method."""
+ANSWER_MEANS = (*(c for c in CATEGORIES if c not in ("empty", "short")), "fluency", "tokens")
+"""Per-answer values whose mean over the grid is a claim about a method: every quality category
+but empty and short (degenerate is their sum), the fluency and the length in tokens."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ def format_claims(results: dict) -> str:
         "echo: repeats the prompt; restatement: five words or more, under a fifth of them new; "
         "off_topic: five words or more, MiniLM similarity to the prompt under "
         f"{OFF_TOPIC_SIMILARITY}; "
+        "offer: its first sentence offers help (I'm happy to help you...); "
         "fluency: base-model log-probability per token]",
     ]
     return "\n".join(lines)

@@ -37,7 +37,7 @@ Results schema (other tools read it):
 
 plus the claims' bootstrap intervals over prompts (`steering.evaluation.claims`). Fluency is
 the base model's log-probability per answer token (the `fluency` objective's computation); the
-quality categories (empty, short, degenerate, unfinished, echo, restatement, off_topic) are
+quality categories (empty, short, degenerate, unfinished, echo, restatement, off_topic, offer) are
 defined in `steering.evaluation.quality`.
 
 Rewards are z-scores under the calibration shipped with the clp adapter (base-model samples on
@@ -475,7 +475,7 @@ def write_plots(results: dict, out: Path) -> None:
             + f"<br>degenerate {p['quality']['degenerate']:.2f}, "
             + f"unfinished {p['quality']['unfinished']:.2f}, echo {p['quality']['echo']:.2f}, "
             + f"restatement {p['quality']['restatement']:.2f}, "
-            + f"off topic {p['quality']['off_topic']:.2f}"
+            + f"off topic {p['quality']['off_topic']:.2f}, offer {p['quality']['offer']:.2f}"
             for p in r["points"]
         ]
         if k >= 3:

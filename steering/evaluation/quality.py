@@ -21,9 +21,14 @@ An answer is
   complete sentence about something else ("Thank you for reading, have a lovely day!" to a
   request for a book review), which no other category catches. 5% of the base model's answers
   to the training prompts are under it; they are refusals and ramblings.
+- offer: at least MIN_WORDS words whose first sentence offers the asker help in the first person
+  (OFFER: "I'm happy to help you with that.", "I'm here to help you with a complaint about...",
+  "I'd be happy to help you refine your cover letter"): the answer speaks as an assistant about
+  the task instead of doing it, which every objective can still credit (it is short, positive and
+  names the prompt's topic). It counts the opening, so an offer followed by the answer counts too.
 
 Words are the whitespace-separated pieces of the answer text. Empty and short never overlap;
-unfinished, echo and restatement are counted apart from both and from each other (an empty
+unfinished, echo, restatement and offer are counted apart from both and from each other (an empty
 answer cut at the limit is empty and unfinished; an echo with little else is a restatement too;
 an answer is off topic only when its similarity is known).
 
@@ -47,7 +52,23 @@ RESTATEMENT_NEW_SHARE = 0.2
 OFF_TOPIC_SIMILARITY = 0.2
 SENTENCE_END = (".", "!", "?", "…", "。", "！", "？")
 CLOSERS = "\"'”’»)]*_ \t\n"
-CATEGORIES = ("empty", "short", "degenerate", "unfinished", "echo", "restatement", "off_topic")
+CATEGORIES = (
+    "empty",
+    "short",
+    "degenerate",
+    "unfinished",
+    "echo",
+    "restatement",
+    "off_topic",
+    "offer",
+)
+OFFER = re.compile(
+    r"\bI(?:['’]m| am|['’]d be| would be| will be)(?: more than| always| so)? "
+    r"(?:happy|glad|here|delighted|excited) to help\b|\bI can help you\b|\bI['’]d love to help\b",
+    re.IGNORECASE,
+)
+FIRST_SENTENCE = re.compile(r".*?[.!?…](?=\s|$)", re.DOTALL)
+"""The first sentence: up to the first sentence punctuation followed by a space or the end."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ class AnswerQuality:
     echo: bool = False
     restatement: bool = False
     off_topic: bool = False
+    offer: bool = False
 
     @property
     def degenerate(self) -> bool:
@@ -84,6 +106,7 @@ def classify(
         echo=echoes(prompt, text),
         restatement=count >= MIN_WORDS and new_word_share(prompt, text) < RESTATEMENT_NEW_SHARE,
         off_topic=count >= MIN_WORDS and far,
+        offer=count >= MIN_WORDS and offers_help(text),
     )
 
 
@@ -123,6 +146,13 @@ def prompt_word_share(prompt: str, text: str) -> float:
     if not asked:
         return 0.0
     return len(asked & set(words(text))) / len(asked)
+
+
+def offers_help(text: str) -> bool:
+    """True when the first sentence of `text` (all of it when no sentence ends) offers help in the
+    first person, as OFFER matches it."""
+    first = FIRST_SENTENCE.match(text)
+    return bool(OFFER.search(first.group() if first else text))
 
 
 def echoes(prompt: str, text: str, run: int = ECHO_WORDS) -> bool:

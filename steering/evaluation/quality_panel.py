@@ -1,5 +1,5 @@
-"""The evaluation figure's panel of degenerate, unfinished, echoing and restating answers
-(`quality`), per method and grid weighting, drawn from the results JSON."""
+"""The evaluation figure's panel of degenerate, unfinished, echoing, restating, off-topic and
+help-offering answers (`quality`), per method and grid weighting, drawn from the results JSON."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ PANEL_CATEGORIES = {
     "off_topic": (
         f"answers off the prompt's topic (MiniLM similarity under {OFF_TOPIC_SIMILARITY})"
     ),
+    "offer": "answers opening with an offer of help",
 }
 
 
@@ -38,8 +39,8 @@ def draw_quality_panel(figure, results: dict) -> None:
                 )
         ax.set_yticks(range(len(methods)), list(methods))
         ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
-        # wrapped: five titles side by side would run into each other
+        # wrapped: six titles side by side would run into each other
         ax.set_title(textwrap.fill(f"share of {title}", 32), fontsize=9)
-    # one axis label for the row: five side by side would run into each other
+    # one axis label for the row: six side by side would run into each other
     axes[0].set_xlabel("weighting (" + ", ".join(results["objectives"]) + ")", loc="left")
     figure.colorbar(image, ax=list(axes), shrink=0.8)

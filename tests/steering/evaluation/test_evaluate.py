@@ -69,7 +69,7 @@ def test_the_results_hold_answer_quality_and_intervals(tiny_env, prompts_file, t
         # fluency is a mean clamped log-probability, in [-20, 0]
         assert all(-20.0 <= p["fluency"] <= 0.0 for p in method["points"])
         found = method["intervals"]
-        names = ("hypervolume", "degenerate", "unfinished", "off_topic", "fluency")
+        names = ("hypervolume", "degenerate", "unfinished", "off_topic", "offer", "fluency")
         claims = [found[name] for name in names]
         claims += [found["tokens"], *found["steerability"].values()]
         # two prompts: a resample is both of them (half the time, giving the estimate) or one

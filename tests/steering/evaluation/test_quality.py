@@ -8,6 +8,7 @@ from steering.evaluation.quality import (
     classify,
     echoes,
     new_word_share,
+    offers_help,
     prompt_word_share,
     shares,
 )
@@ -73,6 +74,7 @@ def test_shares_count_each_category_over_the_answers():
         "echo": 0.0,
         "restatement": 0.0,
         "off_topic": 0.0,
+        "offer": 0.0,
     }
 
 
@@ -104,6 +106,32 @@ def test_an_answer_made_of_the_prompts_words_is_a_restatement():
     assert not classify("A plumber review.", 4, LIMIT, asked).restatement
     # the verbatim echo is one too
     assert classify(asked, 18, LIMIT, asked).restatement
+
+
+def test_an_answer_opening_with_an_offer_of_help_is_an_offer():
+    asked = "Write a complaint to my internet provider about constant outages every evening."
+    # the shipped clp's answer to that request: it offers to help with the complaint
+    offered = "I'm here to help you with any issues you're facing with your internet provider."
+    assert classify(offered, 18, 64, asked).offer
+    # the other openings the rule knows, with a straight or a curly apostrophe
+    for opening in (
+        "I'd be happy to help you refine your cover letter.",
+        "I’m happy to help you plan a quiet dinner.",
+        "Dude, I am so glad to help with that. I fixed your leak.",
+        "I can help you write it, just tell me the dates.",
+    ):
+        assert offers_help(opening), opening
+    # an offer after the first sentence, a business's "we", and help that is done are not
+    assert not offers_help("Our evenings have had outages for weeks. I'm happy to help you test.")
+    assert not offers_help("Thank you for your review, we are happy to help any time.")
+    assert not offers_help("Helping you was a pleasure: the leak is fixed.")
+    # an answer that does what was asked is not one, and under five words it is short instead
+    complaint = "Your service has dropped every evening this week, and I expect a refund."
+    assert not classify(complaint, 16, 64, asked).offer
+    short = classify("I'm happy to help.", 6, 64, asked)
+    assert short.degenerate and not short.offer
+    # with no sentence punctuation the whole answer is its first sentence
+    assert offers_help("Sure, I'm happy to help you with that complaint")
 
 
 def test_an_answer_repeating_the_prompt_is_an_echo():
