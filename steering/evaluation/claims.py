@@ -3,9 +3,9 @@
 Per method: the hypervolume, the steerability rho of every objective, and over the whole grid
 the mean fluency (base-model log-probability per answer token), the mean answer length in tokens
 and the shares of degenerate, unfinished, echoing, restating, off-topic and help-offering
-answers (`quality`). Per pair of methods: the share of A's points dominated by B's front, and the paired
-difference of their hypervolumes with the method it supports as higher. Every statistic is
-computed on the same resamples of prompts, so the differences are paired.
+answers (`quality`). Per pair of methods: the share of A's points dominated by B's front, and
+the paired difference of their hypervolumes with the method it supports as higher. Every
+statistic is computed on the same resamples of prompts, so the differences are paired.
 
 Added to the results JSON (the fields `evaluate` writes stay as they are):
 
