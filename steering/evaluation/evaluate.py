@@ -64,7 +64,7 @@ from steering.evaluation.pareto import (
     steerability,
 )
 from steering.evaluation.quality import classify, shares
-from steering.evaluation.quality_panel import draw_quality_panel
+from steering.evaluation.quality_panel import PANEL_CATEGORIES, draw_quality_panel
 from steering.evaluation.score_with import own_specs, sweep_scorers
 from steering.model.generate import Decoding
 from steering.model.loader import Models
@@ -472,10 +472,8 @@ def write_plots(results: dict, out: Path) -> None:
         pts = np.array([[p["rewards"][n] for n in objectives] for p in r["points"]])
         hover = [
             ", ".join(f"{n}={w:.2f}" for n, w in zip(objectives, p["weights"], strict=True))
-            + f"<br>degenerate {p['quality']['degenerate']:.2f}, "
-            + f"unfinished {p['quality']['unfinished']:.2f}, echo {p['quality']['echo']:.2f}, "
-            + f"restatement {p['quality']['restatement']:.2f}, "
-            + f"off topic {p['quality']['off_topic']:.2f}, offer {p['quality']['offer']:.2f}"
+            + "<br>"
+            + ", ".join(f"{c.replace('_', ' ')} {p['quality'][c]:.2f}" for c in PANEL_CATEGORIES)
             for p in r["points"]
         ]
         if k >= 3:

@@ -67,8 +67,8 @@ OFFER = re.compile(
     r"(?:happy|glad|here|delighted|excited) to help\b|\bI can help you\b|\bI['’]d love to help\b",
     re.IGNORECASE,
 )
-FIRST_SENTENCE = re.compile(r".*?[.!?…](?=\s|$)", re.DOTALL)
-"""The first sentence: up to the first sentence punctuation followed by a space or the end."""
+FIRST_SENTENCE = re.compile(".*?[" + re.escape("".join(SENTENCE_END)) + r"](?=\s|$)", re.DOTALL)
+"""The first sentence: up to the first SENTENCE_END followed by a space or the end."""
 
 
 @dataclass(frozen=True)
