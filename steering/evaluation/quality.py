@@ -104,7 +104,7 @@ def classify(
         short=0 < count < MIN_WORDS,
         unfinished=cut and not ends_sentence(text),
         echo=echoes(prompt, text),
-        restatement=count >= MIN_WORDS and new_word_share(prompt, text) < RESTATEMENT_NEW_SHARE,
+        restatement=restates(prompt, text),
         off_topic=count >= MIN_WORDS and far,
         offer=count >= MIN_WORDS and offers_help(text),
     )
@@ -135,6 +135,12 @@ def new_word_share(prompt: str, text: str) -> float:
         return 0.0
     asked = set(words(prompt))
     return sum(word not in asked for word in said) / len(said)
+
+
+def restates(prompt: str, text: str) -> bool:
+    """True for a restatement of the request: at least MIN_WORDS words, under
+    RESTATEMENT_NEW_SHARE of them new to the prompt."""
+    return len(text.split()) >= MIN_WORDS and new_word_share(prompt, text) < RESTATEMENT_NEW_SHARE
 
 
 def prompt_word_share(prompt: str, text: str) -> float:

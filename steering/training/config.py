@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 
 from steering.errors import UserError
 from steering.prompts import TRAIN_PROMPTS
+from steering.training.floor import KINDS
 from steering.training.schedule import LR_SCHEDULES
 
 TRAINED_METHODS = ("clp", "prompt", "soups")
@@ -104,6 +105,12 @@ class TrainConfig:
     """online-dpo: a sample that repeats N consecutive words of its prompt (or all of the prompt
     when it is shorter) is never the chosen answer of a pair and is the rejected answer whenever
     a prompt has one: restating the request wins relevance without answering (0: allowed)"""
+    reject: str = ""
+    """online-dpo: comma-separated kinds of answer that, like a too-short answer or an echo, are
+    never the chosen answer of a pair and are the rejected one whenever a prompt has one: offer
+    (the first sentence offers help instead of answering, "I'm happy to help you with that.") and
+    restatement (under a fifth of its words new to the prompt), as `evaluate` counts them
+    (empty: neither)"""
     init_from: str = ""
     """online-dpo: adapter directory to start from (e.g. assets/adapters/clp, trained for the
     same method, objectives, variant, rank and alpha on the same base model), whose calibration
@@ -173,6 +180,8 @@ class TrainConfig:
             raise UserError("init_from is used only by online-dpo")
         elif self.relabel_weightings:
             raise UserError("relabel_weightings is used only by online-dpo")
+        elif self.reject:
+            raise UserError("reject is used only by online-dpo")
         elif self.sampler != "torch":
             raise UserError("sampler is used only by online-dpo")
         if self.sample_min_words < 0:
@@ -213,6 +222,9 @@ class TrainConfig:
         for name in ("min_words", "echo_words", "relabel_weightings"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must not be negative (0: off), got {getattr(self, name)}")
+        for kind in self.reject_kinds:
+            if kind not in KINDS:
+                raise UserError(f"reject {kind!r} is unknown; choose from {', '.join(KINDS)}")
         if not 0 <= self.off_topic_similarity < 1:
             raise UserError(
                 f"off_topic_similarity must be in [0, 1) (0: off), got {self.off_topic_similarity}"
@@ -222,6 +234,11 @@ class TrainConfig:
     def objective_names(self) -> tuple[str, ...]:
         """The objectives named by --objectives (empty: all of the file's, or the default)."""
         return tuple(n.strip() for n in self.objectives.split(",") if n.strip())
+
+    @property
+    def reject_kinds(self) -> tuple[str, ...]:
+        """The kinds named by --reject."""
+        return tuple(n.strip() for n in self.reject.split(",") if n.strip())
 
     @property
     def target_module_names(self) -> tuple[str, ...]:

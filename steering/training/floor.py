@@ -10,21 +10,50 @@ evaluation counts) is more than never chosen: when a prompt's candidates include
 rejected answer of the pair whatever it scores, so the policy learns to prefer the shortest real
 answer to a salutation, and any real answer to a restatement of the request. (An unfinished
 answer is rejected only when it is also the worst: at a tight token limit most samples are cut
-off, and their complete sentence prefixes are what gets chosen.)
+off, and their complete sentence prefixes are what gets chosen.) Two more kinds of non-answer
+can be added to the rejected ones (`--reject`, `KINDS`): an answer that opens by offering help
+instead of doing the task ("I'm happy to help you with that."), which is short, positive and on
+topic, so every objective credits it; and a restatement of the request in other words, which
+relevance credits.
 """
 
 from __future__ import annotations
 
-from steering.evaluation.quality import ECHO_WORDS, MIN_WORDS, echoes, too_short
+from collections.abc import Callable
+
+from steering.evaluation.quality import (
+    ECHO_WORDS,
+    MIN_WORDS,
+    echoes,
+    offers_help,
+    restates,
+    too_short,
+)
+
+KINDS: dict[str, Callable[[str, str], bool]] = {
+    "offer": lambda prompt, text: offers_help(text),
+    "restatement": restates,
+}
+"""The kinds of answer --reject can add to the rejected ones, each by `evaluate`'s definition
+(`steering.evaluation.quality`), as a test of (prompt, text)."""
 
 
 def rejectable(
-    prompt: str, text: str, min_words: int = MIN_WORDS, echo_words: int = ECHO_WORDS
+    prompt: str,
+    text: str,
+    min_words: int = MIN_WORDS,
+    echo_words: int = ECHO_WORDS,
+    kinds: tuple[str, ...] = (),
 ) -> bool:
     """True for an answer that is never chosen and is rejected whenever its prompt has one:
-    too short (empty or under `min_words` words) or an echo of the prompt (`echo_words`
-    consecutive words of it, or all of it when shorter). 0 turns either rule off."""
-    return too_short(text, min_words) or echoes(prompt, text, echo_words)
+    too short (empty or under `min_words` words), an echo of the prompt (`echo_words`
+    consecutive words of it, or all of it when shorter) or of one of `kinds` (names in KINDS).
+    0 turns either rule off."""
+    return (
+        too_short(text, min_words)
+        or echoes(prompt, text, echo_words)
+        or any(KINDS[kind](prompt, text) for kind in kinds)
+    )
 
 
 def degenerate(
@@ -33,8 +62,9 @@ def degenerate(
     ended: bool,
     min_words: int = MIN_WORDS,
     echo_words: int = ECHO_WORDS,
+    kinds: tuple[str, ...] = (),
 ) -> bool:
     """True for an answer that must never be the chosen one: `rejectable`, or unfinished
     (`ended` False: sampling stopped at the token limit, not at the end-of-turn token; only
     while the floor is on, `min_words` > 0)."""
-    return (min_words > 0 and not ended) or rejectable(prompt, text, min_words, echo_words)
+    return (min_words > 0 and not ended) or rejectable(prompt, text, min_words, echo_words, kinds)

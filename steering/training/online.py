@@ -10,8 +10,9 @@ Round r:
 3. the objectives score them, normalised with the base-model calibration (r_hat);
 4. per prompt, the best sample by w . r_hat (--selection rank: by w . each objective's percentile
    rank among the k) that clears the quality floor (`floor.degenerate`) is preferred to the worst
-   rejectable sample (too short, or repeating the prompt: `floor.rejectable`; with
-   --off-topic-similarity, also far from the prompt: `off_topic`), else to the worst of all: one
+   rejectable sample (too short, or repeating the prompt: `floor.rejectable`; with --reject, also
+   an offer of help or a restatement; with --off-topic-similarity, also far from the prompt:
+   `off_topic`), else to the worst of all: one
    `PreferencePair` per prompt, and with --relabel-weightings N one more at each of N other
    weightings, drawn like the round's (`relabelled`), from the same samples;
 5. --updates-per-round conditioned DPO steps (`Trainer.dpo_step`, with the --sft-weight NLL of
@@ -40,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from steering.errors import UserError
-from steering.evaluation.quality import echoes
+from steering.evaluation.quality import echoes, offers_help
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
     AdapterSpec,
@@ -157,18 +158,19 @@ def preference_pair(
     echo_words: int,
     off_topic: np.ndarray | None = None,
     weights: np.ndarray | None = None,
+    kinds: tuple[str, ...] = (),
 ) -> PreferencePair | None:
     """The pair one prompt's candidates (its k samples, all drawn at one weighting, and their
     sentence prefixes) form at the weighting w (`weights`, default the one they were drawn at;
     the pair is conditioned on it): the best by w . r_hat (`selection` rank: by w . each objective's
     percentile rank among them) that is not degenerate is chosen. The rejected one is the worst
     rejectable candidate (empty, under `min_words` words, repeating `echo_words` words of the
-    prompt, or flagged in `off_topic`, a bool per candidate) when there is one, however well it
-    scores, else the worst of all. None when every candidate is degenerate, or when none is
-    rejectable and the best allowed is no better than the worst."""
+    prompt, of one of `kinds` (`floor.KINDS`), or flagged in `off_topic`, a bool per candidate)
+    when there is one, however well it scores, else the worst of all. None when every candidate
+    is degenerate, or when none is rejectable and the best allowed is no better than the worst."""
     w = np.array(samples[0].weights if weights is None else weights)
     value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
-    floor = (min_words, echo_words)
+    floor = (min_words, echo_words, kinds)
     far = np.zeros(len(samples), dtype=bool) if off_topic is None else off_topic
     bad = far | np.array([rejectable(s.prompt, s.text, *floor) for s in samples])
     allowed = ~far & np.array([not degenerate(s.prompt, s.text, s.ended, *floor) for s in samples])
@@ -273,7 +275,7 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
             relabel,
             cfg.corner_share,
         )
-        if (pair := preference_pair(candidates, rows, *floor, flags, w))
+        if (pair := preference_pair(candidates, rows, *floor, flags, w, cfg.reject_kinds))
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
@@ -289,6 +291,7 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
                 np.mean([degenerate(s.prompt, s.text, s.ended, echo_words=0) for s in samples])
             ),
             "quality/echo": float(np.mean([echoes(s.prompt, s.text) for s in samples])),
+            "quality/offer": float(np.mean([offers_help(s.text) for s in samples])),
             "lengths/samples": float(np.mean([s.tokens for s in samples])),
             "pairs": float(len(pairs)),
             "rounds/lag": float(sampled.index - sampled.policy_rounds),
@@ -394,6 +397,8 @@ def run_online(trainer: Trainer, sampler: RoundSampler | None = None) -> None:
             degenerate=metrics["quality/degenerate"],
             echo=metrics["quality/echo"],
         )
+        if "quality/offer" in metrics:  # not in a round written before it was measured
+            shown["offer"] = metrics["quality/offer"]
         if "losses/dpo" in metrics:
             shown["dpo"] = metrics["losses/dpo"]
         bar.set_postfix({name: f"{value:.3f}" for name, value in shown.items()})

@@ -115,6 +115,33 @@ def test_an_off_topic_candidate_is_rejected_however_brief():
     assert (allowed.chosen, allowed.rejected) == (samples[0].text, samples[2].text)
 
 
+def test_an_offer_of_help_or_a_restatement_is_rejected_when_asked():
+    samples = candidates(
+        ("I'm happy to help you with the cafe.", True),  # brief, positive, on topic: the best
+        ("A calm cafe with good coffee and kind staff.", True),
+        ("The cafe was loud, the coffee was cold and the chairs were hard.", True),
+    )
+    r_hat = np.array([[2.0, 3.0], [1.0, 1.0], [-1.0, 0.0]])
+    offered = preference_pair(samples, r_hat, "zscore", 5, 8)
+    assert (offered.chosen, offered.rejected) == (samples[0].text, samples[2].text)
+    pair = preference_pair(samples, r_hat, "zscore", 5, 8, kinds=("offer",))
+    assert (pair.chosen, pair.rejected) == (samples[1].text, samples[0].text)
+    # a restatement is not an offer: only --reject restatement refuses it
+    asked = "Write a review for a plumber who fixed my leak quickly but charged more."
+    restated = [
+        Candidate(asked, text, 0, W, True)
+        for text in (
+            "A plumber fixed my leak quick but charged more.",  # one new word in nine
+            "He came fast and the pipe holds, but the bill was steep.",
+            "Terrible.  Slow, rude and the leak came back within a day.",
+        )
+    ]
+    offer_only = preference_pair(restated, r_hat, "zscore", 5, 8, kinds=("offer",))
+    assert offer_only.chosen == restated[0].text
+    both = preference_pair(restated, r_hat, "zscore", 5, 8, kinds=("offer", "restatement"))
+    assert (both.chosen, both.rejected) == (restated[1].text, restated[0].text)
+
+
 def test_the_same_candidates_pair_differently_at_another_weighting():
     samples = candidates(
         ("A calm cafe with good coffee and kind staff.", True),  # positive, long
@@ -231,6 +258,7 @@ def test_two_rounds_change_the_adapters_and_not_the_base(
         "losses/kl",
         "quality/degenerate",
         "quality/echo",
+        "quality/offer",
     }
     assert expected | {"losses/dpo", "losses/sft", "pairs"} <= set(lines[0])
     # every sample ran into the token limit: all of them are degenerate by the floor's definition
@@ -264,6 +292,21 @@ def test_a_round_far_from_its_prompts_is_left_untrained(tmp_path, prompts_file, 
     trained = Trainer(online_config(tmp_path / "on", prompts_file, rounds=1), fresh_base())
     trained.run()  # the same round without the rule trains
     assert metrics_lines(trained)[0]["pairs"] > 0
+
+
+def test_reject_leaves_a_round_without_offers_or_restatements_as_it_was(
+    tmp_path, prompts_file, fresh_base
+):
+    # the tiny random model's samples are strings of unrelated tokens: neither kind
+    plain = Trainer(online_config(tmp_path / "a", prompts_file, rounds=1), fresh_base())
+    plain.run()
+    config = online_config(tmp_path / "b", prompts_file, rounds=1, reject="offer,restatement")
+    rejecting = Trainer(config, fresh_base())
+    rejecting.run()
+    [a], [b] = metrics_lines(plain), metrics_lines(rejecting)
+    assert a["pairs"] == b["pairs"] > 0 and b["quality/offer"] == 0.0
+    pairs = json.loads((rejecting.out / "rounds" / "round-0001.p0.json").read_text())["pairs"]
+    assert pairs == json.loads((plain.out / "rounds" / "round-0001.p0.json").read_text())["pairs"]
 
 
 def test_a_sample_that_stopped_is_ended(tmp_path, prompts_file, fresh_base):
@@ -388,6 +431,12 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="online-dpo", echo_words=-1)
     with pytest.raises(UserError, match=r"off_topic_similarity must be in \[0, 1\) \(0: off\)"):
         TrainConfig(algo="online-dpo", off_topic_similarity=1.5)
+    with pytest.raises(
+        UserError, match="reject 'refusal' is unknown; choose from offer, restatement"
+    ):
+        TrainConfig(algo="online-dpo", reject="offer,refusal")
+    with pytest.raises(UserError, match="reject is used only by online-dpo"):
+        TrainConfig(algo="dpo", reject="offer")
     with pytest.raises(UserError, match="relabel_weightings must not be negative"):
         TrainConfig(algo="online-dpo", relabel_weightings=-1)
     with pytest.raises(UserError, match="relabel_weightings is used only by online-dpo"):
