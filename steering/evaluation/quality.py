@@ -106,7 +106,7 @@ def classify(
         echo=echoes(prompt, text),
         restatement=restates(prompt, text),
         off_topic=count >= MIN_WORDS and far,
-        offer=count >= MIN_WORDS and offers_help(text),
+        offer=opens_with_offer(text),
     )
 
 
@@ -159,6 +159,12 @@ def offers_help(text: str) -> bool:
     first person, as OFFER matches it."""
     first = FIRST_SENTENCE.match(text)
     return bool(OFFER.search(first.group() if first else text))
+
+
+def opens_with_offer(text: str) -> bool:
+    """True for an offer: at least MIN_WORDS words, and the first sentence offers help
+    (`offers_help`)."""
+    return len(text.split()) >= MIN_WORDS and offers_help(text)
 
 
 def echoes(prompt: str, text: str, run: int = ECHO_WORDS) -> bool:

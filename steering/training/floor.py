@@ -25,13 +25,13 @@ from steering.evaluation.quality import (
     ECHO_WORDS,
     MIN_WORDS,
     echoes,
-    offers_help,
+    opens_with_offer,
     restates,
     too_short,
 )
 
 KINDS: dict[str, Callable[[str, str], bool]] = {
-    "offer": lambda prompt, text: offers_help(text),
+    "offer": lambda prompt, text: opens_with_offer(text),
     "restatement": restates,
 }
 """The kinds of answer --reject can add to the rejected ones, each by `evaluate`'s definition
@@ -47,8 +47,8 @@ def rejectable(
 ) -> bool:
     """True for an answer that is never chosen and is rejected whenever its prompt has one:
     too short (empty or under `min_words` words), an echo of the prompt (`echo_words`
-    consecutive words of it, or all of it when shorter) or of one of `kinds` (names in KINDS).
-    0 turns either rule off."""
+    consecutive words of it, or all of it when shorter; 0 turns either rule off) or of a kind
+    named in `kinds` (KINDS)."""
     return (
         too_short(text, min_words)
         or echoes(prompt, text, echo_words)

@@ -41,7 +41,7 @@ import torch
 from tqdm import tqdm
 
 from steering.errors import UserError
-from steering.evaluation.quality import echoes, offers_help
+from steering.evaluation.quality import echoes, opens_with_offer
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
     AdapterSpec,
@@ -291,7 +291,7 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
                 np.mean([degenerate(s.prompt, s.text, s.ended, echo_words=0) for s in samples])
             ),
             "quality/echo": float(np.mean([echoes(s.prompt, s.text) for s in samples])),
-            "quality/offer": float(np.mean([offers_help(s.text) for s in samples])),
+            "quality/offer": float(np.mean([opens_with_offer(s.text) for s in samples])),
             "lengths/samples": float(np.mean([s.tokens for s in samples])),
             "pairs": float(len(pairs)),
             "rounds/lag": float(sampled.index - sampled.policy_rounds),
