@@ -19,6 +19,11 @@ SFT_LOSSES = ("sequence", "token")
 SAMPLERS = ("torch", "llamacpp")
 
 
+def listed(option: str) -> tuple[str, ...]:
+    """The names of a comma-separated option, stripped, empty ones dropped."""
+    return tuple(n.strip() for n in option.split(",") if n.strip())
+
+
 @dataclass
 class TrainConfig:
     method: str = "clp"
@@ -233,16 +238,16 @@ class TrainConfig:
     @property
     def objective_names(self) -> tuple[str, ...]:
         """The objectives named by --objectives (empty: all of the file's, or the default)."""
-        return tuple(n.strip() for n in self.objectives.split(",") if n.strip())
+        return listed(self.objectives)
 
     @property
     def reject_kinds(self) -> tuple[str, ...]:
         """The kinds named by --reject."""
-        return tuple(n.strip() for n in self.reject.split(",") if n.strip())
+        return listed(self.reject)
 
     @property
     def target_module_names(self) -> tuple[str, ...]:
-        return tuple(n.strip() for n in self.target_modules.split(",") if n.strip())
+        return listed(self.target_modules)
 
     def objective_set(self):
         """The objectives to train on, built and checked (`steering.objectives.declared`)."""
