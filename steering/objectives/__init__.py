@@ -17,6 +17,8 @@ Built-in objectives (all higher-is-better, all offline; models load on first use
 | conciseness      | text       | [0, 1]    | 1.0                                 |
 | brevity          | answers    | [0, 1]    | 0.0                                 |
 | brief            | answers    | [0, 1]    | 0.0                                 |
+| direct_brevity   | answers    | [0, 1]    | 0.0                                 |
+| direct_relevance | answers    | [-1, 1]   | 0.0                                 |
 | readability      | text       | [0, 1]    | 0.0                                 |
 | fluency          | fluency    | [-20, 0]  | log p(end of sequence) after prompt |
 | classifier       | classifier | [0, 1]    | the model's probability for ""      |

@@ -1,5 +1,5 @@
-"""Objectives a degenerate answer cannot win: `brevity`, `brief`, `answer_relevance` and
-`passage_relevance`.
+"""Objectives a degenerate answer cannot win: `brevity`, `brief`, `answer_relevance`,
+`passage_relevance`, and their `direct_` variants that an offer of help cannot win either.
 
 Optimised on the policy's own samples, `conciseness` and `relevance` reward answers that are not
 answers. The shortest text wins conciseness ("Dear Mr.", "Hey Alex,", nothing, or any short
@@ -13,6 +13,8 @@ degenerate answers by (`steering.evaluation.quality`).
 | brief            | [0, 1]   | 0.0            | yes (MiniLM)     |
 | answer_relevance | [-1, 1]  | 0.0            | yes (MiniLM)     |
 | passage_relevance| [-1, 1]  | 0.0            | yes (MiniLM)     |
+| direct_brevity   | [0, 1]   | 0.0            | yes (MiniLM)     |
+| direct_relevance | [-1, 1]  | 0.0            | yes (MiniLM)     |
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from steering.evaluation.quality import (
     MIN_WORDS,
     ends_sentence,
     new_word_share,
+    opens_with_offer,
     prompt_word_share,
     too_short,
     words,
@@ -157,3 +160,28 @@ def brief(prompts: list[str], responses: list[str]) -> np.ndarray:
     lose credit as under brevity."""
     full = 1.0 - BRIEF_TOKENS / CONCISENESS_MAX_TOKENS
     return np.minimum(1.0, brevity(prompts, responses) / full)
+
+
+NO_OFFERS = "but 0 for an answer whose first sentence offers help instead of answering"
+"""What the direct_ objectives add to the objective they are named after."""
+
+
+def _not_offers(responses: list[str]) -> np.ndarray:
+    """1.0 for a response that does not open by offering help (`opens_with_offer`), else 0.0."""
+    return np.array([0.0 if opens_with_offer(r) else 1.0 for r in responses])
+
+
+@register_objective("direct_brevity", description=f"brevity, {NO_OFFERS}.")
+def direct_brevity(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """brevity, with no credit for an offer of help. An offer is a short, complete sentence on the
+    topic, so brevity and answer_relevance both credit it: trained on them, the policy learned to
+    open a third of its answers with one (docs/results-one-run.md). Here it earns what an empty
+    answer earns."""
+    return brevity(prompts, responses) * _not_offers(responses)
+
+
+@register_objective("direct_relevance", description=f"answer_relevance, {NO_OFFERS}.")
+def direct_relevance(prompts: list[str], responses: list[str]) -> np.ndarray:
+    """answer_relevance, with the score of an empty answer (0) for an offer of help: the offer
+    names the task, so its similarity to the prompt is as high as an answer's."""
+    return answer_relevance(prompts, responses) * _not_offers(responses)

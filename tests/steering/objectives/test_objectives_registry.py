@@ -26,6 +26,8 @@ BUILT_INS = [
     "brief",
     "classifier",
     "conciseness",
+    "direct_brevity",
+    "direct_relevance",
     "fluency",
     "harmlessness",
     "human",
