@@ -146,7 +146,7 @@ def test_the_direct_objectives_give_an_offer_of_help_what_an_empty_answer_gets()
     texts = offers + answers + [""]
     names = ["brevity", "answer_relevance", "direct_brevity", "direct_relevance"]
     scored = score(names, [CAFE] * len(texts), texts)
-    # brevity and answer_relevance credit the offer that names the task as much as an answer
+    # brevity and answer_relevance credit an offer that names the task, like an answer
     assert scored["brevity"][1] > 0.5 and scored["answer_relevance"][1] > ON_TOPIC
     # the direct objectives give both offers the empty answer's score, and answers all of theirs
     for plain, direct in (("brevity", "direct_brevity"), ("answer_relevance", "direct_relevance")):
