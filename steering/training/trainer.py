@@ -98,11 +98,18 @@ def step_rng(seed: int, step: int, process: int = 0) -> np.random.Generator:
 @dataclass
 class TrainState:
     step: int = 0
-    # wall time and command of the training so far: a resumed run adds its own time to the
-    # pieces before it and keeps the command that started the run
+    # training time over every piece of a resumed run, and its command (`resumed_command`)
     seconds: float = 0.0
     command: str = field(default_factory=lambda: "python -m steering " + " ".join(sys.argv[1:]))
     resumes: int = 0
+
+
+def resumed_command(first: str | None, now: str) -> str:
+    """A resumed run's command: the first, then (after `&&`) the resuming one if it changed
+    more than --resume (a longer --rounds, say), so the record reproduces the adapters."""
+    if not first or " ".join(a for a in now.split(" ") if a != "--resume") == first:
+        return first or now
+    return f"{first} && {now}"
 
 
 class Trainer:
@@ -223,7 +230,7 @@ class Trainer:
         self.average.load(payload.get("average"))
         self.state.step = payload["step"]
         self.state.seconds = payload.get("seconds", 0.0)
-        self.state.command = payload.get("command", self.state.command)
+        self.state.command = resumed_command(payload.get("command"), self.state.command)
         self.state.resumes = payload.get("resumes", 0) + 1
         self.drop_metrics_after(self.state.step)
 

@@ -246,6 +246,19 @@ def test_a_resumed_run_records_the_whole_time_and_the_first_command(
     assert training["resumes"] == 1
 
 
+def test_a_run_resumed_for_longer_records_both_commands(rloo_trainer, tmp_path, monkeypatch):
+    trainer = rloo_trainer
+    first = "python -m steering train --steps 2"
+    monkeypatch.setattr(sys, "argv", first.split(" ")[2:])
+    trainer(steps=2, checkpoint_every=2).run()
+    monkeypatch.setattr(sys, "argv", ["steering", "train", "--steps", "4", "--resume"])
+    trainer(steps=4, resume=True).run()
+    training = json.loads((tmp_path / "run" / "adapter.json").read_text())["training"]
+    # the first command alone would train 2 steps: the record runs both pieces
+    assert training["command"] == f"{first} && python -m steering train --steps 4 --resume"
+    assert training["steps_done"] == 4 and training["resumes"] == 1
+
+
 def test_bad_config_is_refused():
     with pytest.raises(UserError, match="not trainable"):
         TrainConfig(method="logits")
