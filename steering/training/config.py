@@ -160,7 +160,8 @@ class TrainConfig:
     checkpoint_every: int = 20
     """save a checkpoint every N steps (and on Ctrl-C)"""
     resume: bool = False
-    """continue from the checkpoint in --out"""
+    """continue from the checkpoint in --out; with a larger --rounds (or --steps) a finished run
+    trains on, and at a constant learning rate ends where a run started that long would"""
     base_model: str = ""
     """base model: a local directory or .gguf, or a Hub id where the Hub is reachable (default:
     STEERING_BASE_MODEL or the shipped SmolLM2 GGUF)"""

@@ -357,6 +357,23 @@ def test_resume_in_the_middle_of_a_round_reproduces_an_uninterrupted_run(
     assert lines == metrics_lines(straight)
 
 
+def test_a_finished_run_resumed_with_more_rounds_ends_where_a_longer_run_does(
+    tmp_path, prompts_file, fresh_base
+):
+    straight = Trainer(online_config(tmp_path / "a", prompts_file, rounds=2), fresh_base())
+    straight.run()
+    first = online_config(tmp_path / "b", prompts_file, rounds=1, checkpoint_every=1)
+    Trainer(first, fresh_base()).run()
+    longer = Trainer(
+        online_config(tmp_path / "b", prompts_file, rounds=2, resume=True), fresh_base()
+    )
+    assert longer.state.step == straight.config.updates_per_round  # round 1 is done
+    longer.run()
+    for a, b in zip(straight.parameters, longer.parameters, strict=True):
+        assert_close(a, b)
+    assert metrics_lines(longer) == metrics_lines(straight)
+
+
 def test_init_from_starts_from_saved_adapters(tmp_path, prompts_file, fresh_base):
     first = Trainer(online_config(tmp_path / "a", prompts_file, rounds=1), fresh_base())
     saved = first.run()
