@@ -255,8 +255,12 @@ def test_a_run_resumed_for_longer_records_both_commands(rloo_trainer, tmp_path, 
     trainer(steps=4, resume=True).run()
     training = json.loads((tmp_path / "run" / "adapter.json").read_text())["training"]
     # the first command alone would train 2 steps: the record runs both pieces
-    assert training["command"] == f"{first} && python -m steering train --steps 4 --resume"
+    both = f"{first} && python -m steering train --steps 4 --resume"
+    assert training["command"] == both
     assert training["steps_done"] == 4 and training["resumes"] == 1
+    trainer(steps=4, resume=True).run()  # the same command again adds nothing to the record
+    training = json.loads((tmp_path / "run" / "adapter.json").read_text())["training"]
+    assert training["command"] == both and training["resumes"] == 2
 
 
 def test_bad_config_is_refused():
