@@ -106,7 +106,7 @@ class TrainState:
 
 def resumed_command(first: str | None, now: str) -> str:
     """A resumed run's command: the first, then (after `&&`) the resuming one if it changes
-    more than --resume (a longer --rounds, say), so the record reproduces the adapters."""
+    more than --resume (a longer --rounds, say), so the record names every piece's command."""
     last = (first or "").rsplit(" && ", 1)[-1].split(" ")
     same = [a for a in now.split(" ") if a != "--resume"] == [a for a in last if a != "--resume"]
     return now if not first else first if same else f"{first} && {now}"
