@@ -59,6 +59,11 @@ def fresh_base(make_tiny, tokenizer):
     return lambda: BaseModel(make_tiny(), tokenizer, BaseModelIdentity("tiny-llama", "0" * 64))
 
 
+def metrics_lines(trainer) -> list[dict]:
+    """The lines of a trainer's metrics JSONL."""
+    return [json.loads(x) for x in (trainer.out / "metrics.jsonl").read_text().splitlines()]
+
+
 def stop_at_step(monkeypatch, trainer, step: int) -> None:
     """Ctrl-C just before `trainer` takes its DPO update number `step + 1`."""
     update = trainer.dpo_step

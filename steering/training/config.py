@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from steering.errors import UserError
 from steering.prompts import TRAIN_PROMPTS
 from steering.training.floor import KINDS
+from steering.training.reference import REFERENCES
 from steering.training.schedule import LR_SCHEDULES
 
 TRAINED_METHODS = ("clp", "prompt", "soups")
@@ -121,6 +122,10 @@ class TrainConfig:
     same method, objectives, variant, rank and alpha on the same base model), whose calibration
     the run keeps instead of sampling a base pool; empty: fresh adapters, which leave the base
     model unchanged"""
+    reference: str = "base"
+    """online-dpo: the DPO reference policy: base (the frozen base model) or init (the policy the
+    run started from: --init-from's adapters, frozen, mixed at each pair's weighting, so the run
+    improves on them where its pairs say so instead of being pulled back to the base model)"""
     sampler: str = "torch"
     """online-dpo: where rounds are sampled: torch (by the learner between its updates, from the
     policy as it is) or llamacpp (a second process samples the next round on llama.cpp while the
@@ -190,6 +195,8 @@ class TrainConfig:
             raise UserError("reject is used only by online-dpo")
         elif self.sampler != "torch":
             raise UserError("sampler is used only by online-dpo")
+        elif self.reference != "base":
+            raise UserError("reference is used only by online-dpo")
         if self.sample_min_words < 0:
             raise UserError(f"sample_min_words must not be negative, got {self.sample_min_words}")
         if self.sample_min_words and self.algo not in ("rloo", "online-dpo"):
@@ -235,6 +242,12 @@ class TrainConfig:
             raise UserError(
                 f"off_topic_similarity must be in [0, 1) (0: off), got {self.off_topic_similarity}"
             )
+        if self.reference not in REFERENCES:
+            raise UserError(
+                f"reference {self.reference!r} is unknown; choose one of {', '.join(REFERENCES)}"
+            )
+        if self.reference == "init" and not self.init_from:
+            raise UserError("reference init needs --init-from: the adapters the run starts from")
 
     @property
     def objective_names(self) -> tuple[str, ...]:

@@ -21,7 +21,8 @@ The next round samples from the updated policy (`PolicySampler`). With --sampler
 (`steering.serve.llamacpp_sampler`) a second process samples round r + 1 on llama.cpp while the
 learner trains on round r, from the policy as it was when round r began: one round off-policy,
 `rounds/lag` in the metrics. --init-from starts from trained adapters instead of fresh ones; the
-DPO reference stays the frozen base model either way.
+DPO reference is the frozen base model either way, or with --reference init the adapters the run
+started from (`steering.training.reference`).
 
 Each round's samples, rewards, pairs and measurements are written to OUT/rounds/ before its
 updates: a run resumed in the middle of a round trains on the pairs the interrupted run sampled,
@@ -56,6 +57,7 @@ from steering.training.floor import degenerate, rejectable
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
 from steering.training.pool import Candidate, sentence_prefixes
 from steering.training.records import PreferencePair, sample_weightings
+from steering.training.reference import attach_reference
 from steering.training.trainer import Trainer, step_rng
 
 ROUNDS_DIR = "rounds"
@@ -328,7 +330,9 @@ def describe(spec: AdapterSpec) -> str:
 
 
 def start_from(trainer: Trainer, directory: Path) -> None:
-    """--init-from: fill the run's fresh adapters with the ones saved in `directory`.
+    """--init-from: fill the run's fresh adapters with the ones saved in `directory` (a resumed
+    run keeps its checkpoint's), and with --reference init attach them, frozen, as the DPO
+    reference (`steering.training.reference`).
 
     The saved bank must have this run's variant, rank, alpha, layers and number of objectives;
     the objectives' names may differ (a run on redefined objectives starts from adapters trained
@@ -347,8 +351,11 @@ def start_from(trainer: Trainer, directory: Path) -> None:
             for old, new in zip(saved.objectives, wanted.objectives, strict=True)
         )
         print(f"--init-from {directory}: {starts}", file=sys.stderr)
-    fill_bank(trainer.unwrapped, trainer.bank, directory, metadata)
-    trainer.average.load(None)  # --ema-decay's average starts at the adapters the run starts from
+    if trainer.config.reference == "init":
+        attach_reference(trainer.unwrapped, trainer.spec, directory)
+    if not trainer.config.resume:
+        fill_bank(trainer.unwrapped, trainer.bank, directory, metadata)
+        trainer.average.load(None)  # --ema-decay's average starts where the run starts
 
 
 def update(trainer: Trainer, record: OnlineRound, update_index: int) -> dict[str, float]:
@@ -368,7 +375,7 @@ def run_online(trainer: Trainer, sampler: RoundSampler | None = None) -> None:
         if cfg.sampler != "torch":
             raise UserError(f"--sampler {cfg.sampler} runs through `python -m steering train`")
         sampler = PolicySampler()
-    if cfg.init_from and not cfg.resume:
+    if cfg.init_from:
         start_from(trainer, Path(cfg.init_from))
     total = cfg.rounds * cfg.updates_per_round
     bar = tqdm(

@@ -19,15 +19,14 @@ Algorithms (how):
   to produce it.
 - dpo: conditioned direct preference optimisation on the same pool: for a sampled w the best
   candidate by w . r_hat is preferred to the worst, and the policy conditioned on w learns the
-  preference against the frozen base model (Rafailov et al. 2023, conditioned on w as in
-  Guo et al. 2024's controllable preference optimisation). Unlike rsf it also learns from what
-  the weighting rejects.
+  preference against the frozen base model (Rafailov et al. 2023, conditioned on w as in Guo et
+  al. 2024's controllable preference optimisation), also learning from what w rejects.
 - online-dpo (`online`): the dpo step on the policy's own samples, round after round: k responses
   per prompt and w, the best by w . r_hat that clears the quality floor (--min-words) preferred
-  to the worst; --updates-per-round steps, then the next round samples from the updated policy
-  (--sampler llamacpp: on llama.cpp in a second process, one round behind, while this one trains).
-All rsf and dpo runs pick from the same candidate pool, so they get the same budget of generated
-samples.
+  to the worst (--reference init: against the --init-from adapters instead of the base model);
+  --updates-per-round steps, then the next round samples from the updated policy (--sampler
+  llamacpp: on llama.cpp in a second process, one round behind, while this one trains).
+All rsf and dpo runs pick from the same candidate pool: the same budget of generated samples.
 
 Every random choice of step s is drawn from a generator seeded with (seed, s, process), so a run
 resumed from a checkpoint continues exactly as the uninterrupted run would have.
@@ -87,6 +86,7 @@ from steering.training.records import (
     sample_weightings,
     weighting_count,
 )
+from steering.training.reference import reference_logprobs
 from steering.training.schedule import learning_rate
 from steering.training.scoring import pool_scores_path, score_pool
 
@@ -362,8 +362,7 @@ class Trainer:
         targets = [e.chosen for e in examples] + [e.rejected for e in examples]
         ended = [e.chosen_ended for e in examples] + [e.rejected_ended for e in examples]
         args, conditioning = self.encode_examples(prompts, w, targets, ended)
-        with torch.no_grad(), adapters_off(self.unwrapped):
-            ref = sequence_logprobs(self.unwrapped, *args).sum(dim=-1)  # (2n,)
+        ref = reference_logprobs(self.unwrapped, self.config.reference, conditioning.weights, args)
         with conditioned(self.unwrapped, self.bank, conditioning.weights):
             token_logprobs = sequence_logprobs(self.model, *args)  # (2n, T)
         logprobs = token_logprobs.sum(dim=-1)  # (2n,)

@@ -7,6 +7,7 @@ from torch.testing import assert_close
 from training_fixtures import (
     PROMPTS,
     assert_only_the_bank_trained,
+    metrics_lines,
     online_config,
     stop_at_once_else_word,
     stop_at_step,
@@ -22,10 +23,6 @@ from steering.training.pool import Candidate
 from steering.training.trainer import Trainer, step_rng
 
 W = (0.2, 0.8)  # mostly conciseness, the corner where short answers win
-
-
-def metrics_lines(trainer: Trainer) -> list[dict]:
-    return [json.loads(x) for x in (trainer.out / "metrics.jsonl").read_text().splitlines()]
 
 
 ASKED = "Review a cafe."

@@ -1,0 +1,88 @@
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.testing import assert_close
+from training_fixtures import metrics_lines, online_config, stop_at_step
+
+from steering.errors import UserError
+from steering.model.mixing import ADAPTER_FILE, bank_parameters, load_bank
+from steering.training.config import TrainConfig
+from steering.training.reference import REFERENCE_BANK
+from steering.training.trainer import Trainer
+
+
+@pytest.fixture
+def saved(tmp_path, prompts_file, fresh_base):
+    """Adapters trained for a round: what a run starts --init-from."""
+    return Trainer(online_config(tmp_path / "a", prompts_file, rounds=1), fresh_base()).run()
+
+
+def started_from(saved, directory, prompts_file, fresh_base, **overrides) -> Trainer:
+    config = online_config(directory, prompts_file, init_from=str(saved), **overrides)
+    return Trainer(config, fresh_base())
+
+
+@pytest.mark.parametrize("reference", ["base", "init"])
+def test_the_first_pairs_are_measured_against_the_reference(
+    saved, tmp_path, prompts_file, fresh_base, reference
+):
+    run = started_from(saved, tmp_path / "b", prompts_file, fresh_base, reference=reference)
+    run.run()
+    first = metrics_lines(run)[0]
+    if reference == "init":
+        # the policy is its reference before its first update: no margin, DPO's loss is log 2
+        assert first["rewards/margin"] == pytest.approx(0.0, abs=1e-6)
+        assert first["losses/dpo"] == pytest.approx(math.log(2), abs=1e-6)
+    else:  # the trained adapters already prefer some answers to others, as the base does not
+        assert abs(first["rewards/margin"]) > 1e-4
+        assert first["losses/dpo"] != pytest.approx(math.log(2), abs=1e-4)
+
+
+def banks(directory, fresh_base) -> list[torch.Tensor]:
+    """The adapters saved in `directory`, loaded into a fresh model, in the model's order."""
+    base = fresh_base()
+    load_bank(base.model, "saved", directory, base.identity)
+    return bank_parameters(base.model, "saved")
+
+
+def test_the_reference_stays_the_saved_adapters_and_is_not_saved(
+    saved, tmp_path, prompts_file, fresh_base
+):
+    run = started_from(saved, tmp_path / "b", prompts_file, fresh_base, reference="init")
+    out = run.run()
+    reference = bank_parameters(run.unwrapped, REFERENCE_BANK)
+    assert all(not p.requires_grad for p in reference)
+    assert_close(reference, banks(saved, fresh_base))
+    trained = [p.detach() for p in run.parameters]
+    assert any(not torch.equal(a, b) for a, b in zip(reference, trained, strict=True))
+    # the run's adapter file holds its own bank only, as a run on the base reference's does
+    assert load_file(str(out / ADAPTER_FILE)).keys() == load_file(str(saved / ADAPTER_FILE)).keys()
+    assert_close(banks(out, fresh_base), trained)
+
+
+def test_a_resumed_run_keeps_the_reference(saved, tmp_path, prompts_file, fresh_base, monkeypatch):
+    overrides = dict(reference="init", updates_per_round=2, batch_size=1)
+    straight = started_from(saved, tmp_path / "b", prompts_file, fresh_base, **overrides)
+    straight.run()
+    interrupted = started_from(saved, tmp_path / "c", prompts_file, fresh_base, **overrides)
+    stop_at_step(monkeypatch, interrupted, 3)
+    with pytest.raises(SystemExit):
+        interrupted.run()
+    resumed = started_from(
+        saved, tmp_path / "c", prompts_file, fresh_base, resume=True, **overrides
+    )
+    resumed.run()
+    for a, b in zip(straight.parameters, resumed.parameters, strict=True):
+        assert_close(a, b)
+    assert metrics_lines(resumed) == metrics_lines(straight)
+
+
+def test_a_bad_reference_is_refused():
+    with pytest.raises(UserError, match="reference 'sft' is unknown; choose one of base, init"):
+        TrainConfig(algo="online-dpo", reference="sft")
+    with pytest.raises(UserError, match="reference init needs --init-from"):
+        TrainConfig(algo="online-dpo", reference="init")
+    with pytest.raises(UserError, match="reference is used only by online-dpo"):
+        TrainConfig(algo="dpo", reference="init")
