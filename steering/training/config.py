@@ -86,7 +86,8 @@ class TrainConfig:
     pair need k >= 2)"""
     beta: float = 0.05
     """rloo: weight of the KL penalty to the frozen base model; dpo, online-dpo: the DPO beta, the
-    strength of the implicit KL regularisation to the frozen base model"""
+    strength of the implicit KL regularisation to the DPO reference (the frozen base model, or
+    with --reference init the adapters the run started from)"""
     rounds: int = 1
     """rsf, dpo: rounds; round 1 picks from the base pool, later rounds sample from the policy;
     online-dpo: rounds, each sampling from the policy as the previous round's updates left it"""
@@ -125,7 +126,8 @@ class TrainConfig:
     reference: str = "base"
     """online-dpo: the DPO reference policy: base (the frozen base model) or init (the policy the
     run started from: --init-from's adapters, frozen, mixed at each pair's weighting, so the run
-    improves on them where its pairs say so instead of being pulled back to the base model)"""
+    improves on them where its pairs say so instead of being pulled back to the base model; a
+    resumed run keeps the reference it started with)"""
     sampler: str = "torch"
     """online-dpo: where rounds are sampled: torch (by the learner between its updates, from the
     policy as it is) or llamacpp (a second process samples the next round on llama.cpp while the

@@ -36,7 +36,8 @@ def dpo_loss(
 ) -> torch.Tensor:
     """DPO (Rafailov et al. 2023, eq. 7) on per-sequence log-probs (B,):
         L = -log sigmoid(beta * [(log pi(y+) - log pi_ref(y+)) - (log pi(y-) - log pi_ref(y-))]),
-    averaged over the batch; pi is conditioned on the pair's weighting w, pi_ref is the base."""
+    averaged over the batch; pi is conditioned on the pair's weighting w, pi_ref is the reference
+    (`steering.training.reference`)."""
     margin = (chosen - ref_chosen) - (rejected - ref_rejected)
     return -torch.nn.functional.logsigmoid(beta * margin).mean()
 

@@ -57,7 +57,7 @@ from steering.training.floor import degenerate, rejectable
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
 from steering.training.pool import Candidate, sentence_prefixes
 from steering.training.records import PreferencePair, sample_weightings
-from steering.training.reference import attach_reference
+from steering.training.reference import attach_reference, keep_reference
 from steering.training.trainer import Trainer, step_rng
 
 ROUNDS_DIR = "rounds"
@@ -345,7 +345,7 @@ def start_from(trainer: Trainer, directory: Path) -> None:
             f"the adapter in {directory} has {describe(saved)}, not the "
             f"{describe(wanted)} of this run"
         )
-    if saved.objectives != wanted.objectives:
+    if saved.objectives != wanted.objectives and not trainer.config.resume:
         starts = ", ".join(
             f"{new} from {old}"
             for old, new in zip(saved.objectives, wanted.objectives, strict=True)
@@ -377,6 +377,7 @@ def run_online(trainer: Trainer, sampler: RoundSampler | None = None) -> None:
         sampler = PolicySampler()
     if cfg.init_from:
         start_from(trainer, Path(cfg.init_from))
+    keep_reference(trainer.out, cfg.reference, Path(cfg.init_from), cfg.resume)
     total = cfg.rounds * cfg.updates_per_round
     bar = tqdm(
         total=total,

@@ -19,8 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from steering.errors import UserError
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
+    ADAPTER_FILE,
     AdapterSpec,
     adapters_off,
     attach,
@@ -29,10 +31,13 @@ from steering.model.mixing import (
     fill_bank,
     read_metadata,
 )
+from steering.model_files import file_sha256
 
 REFERENCES = ("base", "init")
 REFERENCE_BANK = "reference"
 """The name of the frozen bank holding --init-from's adapters when --reference is init."""
+REFERENCE_RECORD = "reference.sha256"
+"""The file in a run's --out naming the adapter file its --reference init run started from."""
 
 
 def attach_reference(model: nn.Module, spec: AdapterSpec, directory: Path) -> None:
@@ -42,6 +47,27 @@ def attach_reference(model: nn.Module, spec: AdapterSpec, directory: Path) -> No
     fill_bank(model, REFERENCE_BANK, directory, read_metadata(directory))
     for p in bank_parameters(model, REFERENCE_BANK):
         p.requires_grad_(False)
+
+
+def keep_reference(out: Path, reference: str, directory: Path, resume: bool) -> None:
+    """Record in `out` (REFERENCE_RECORD) the SHA-256 of the adapter file a run with --reference
+    init started from, and refuse, in one sentence, to resume a run whose reference would not be
+    the one it trained against: --reference changed, or the adapters in `directory` did (a run
+    started from its own --out, say, which its end overwrites)."""
+    record = out / REFERENCE_RECORD
+    digest = file_sha256(directory / ADAPTER_FILE) if reference == "init" else ""
+    if resume:
+        started = record.read_text().strip() if record.exists() else ""
+        if started != digest:
+            raise UserError(
+                f"the run in {out} trained against another DPO reference: resume it with the "
+                f"--reference and --init-from it started with, unchanged"
+            )
+    elif digest:
+        out.mkdir(parents=True, exist_ok=True)
+        record.write_text(digest + "\n")
+    elif record.exists():
+        record.unlink()
 
 
 def reference_logprobs(

@@ -1,4 +1,5 @@
 import math
+import shutil
 
 import pytest
 import torch
@@ -35,6 +36,8 @@ def test_the_first_pairs_are_measured_against_the_reference(
         # the policy is its reference before its first update: no margin, DPO's loss is log 2
         assert first["rewards/margin"] == pytest.approx(0.0, abs=1e-6)
         assert first["losses/dpo"] == pytest.approx(math.log(2), abs=1e-6)
+        # and once it has trained, its margin against the frozen reference is no longer 0
+        assert abs(metrics_lines(run)[-1]["rewards/margin"]) > 1e-4
     else:  # the trained adapters already prefer some answers to others, as the base does not
         assert abs(first["rewards/margin"]) > 1e-4
         assert first["losses/dpo"] != pytest.approx(math.log(2), abs=1e-4)
@@ -77,6 +80,28 @@ def test_a_resumed_run_keeps_the_reference(saved, tmp_path, prompts_file, fresh_
     for a, b in zip(straight.parameters, resumed.parameters, strict=True):
         assert_close(a, b)
     assert metrics_lines(resumed) == metrics_lines(straight)
+
+
+def test_a_run_resumes_only_against_the_reference_it_started_with(
+    saved, tmp_path, prompts_file, fresh_base
+):
+    overrides = dict(rounds=1, checkpoint_every=1)
+    first = started_from(saved, tmp_path / "b", prompts_file, fresh_base, **overrides)
+    first.run()  # with the base reference
+    with pytest.raises(UserError, match="trained against another DPO reference"):
+        started_from(
+            saved, tmp_path / "b", prompts_file, fresh_base, reference="init", resume=True
+        ).run()
+    second = started_from(saved, tmp_path / "c", prompts_file, fresh_base, reference="init")
+    second.run()
+    with pytest.raises(UserError, match="trained against another DPO reference"):
+        started_from(saved, tmp_path / "c", prompts_file, fresh_base, resume=True).run()
+    # the adapters it started from changed since (here: overwritten by the run's own, as a run
+    # started from its own --out would be): a reference other than the one it trained against
+    shutil.copy(second.out / ADAPTER_FILE, saved / ADAPTER_FILE)
+    again = dict(reference="init", resume=True, rounds=2)
+    with pytest.raises(UserError, match="trained against another DPO reference"):
+        started_from(saved, tmp_path / "c", prompts_file, fresh_base, **again).run()
 
 
 def test_a_bad_reference_is_refused():
