@@ -352,7 +352,7 @@ def start_from(trainer: Trainer, directory: Path) -> None:
         )
         print(f"--init-from {directory}: {starts}", file=sys.stderr)
     if trainer.config.reference == "init":
-        attach_reference(trainer.unwrapped, trainer.spec, directory)
+        attach_reference(trainer.unwrapped, trainer.spec, directory, metadata)
     if not trainer.config.resume:
         fill_bank(trainer.unwrapped, trainer.bank, directory, metadata)
         trainer.average.load(None)  # --ema-decay's average starts where the run starts

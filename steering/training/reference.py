@@ -23,13 +23,13 @@ from steering.errors import UserError
 from steering.model.generate import sequence_logprobs
 from steering.model.mixing import (
     ADAPTER_FILE,
+    AdapterMetadata,
     AdapterSpec,
     adapters_off,
     attach,
     bank_parameters,
     conditioned,
     fill_bank,
-    read_metadata,
 )
 from steering.model_files import file_sha256
 
@@ -40,11 +40,13 @@ REFERENCE_RECORD = "reference.sha256"
 """The file in a run's --out naming the adapter file its --reference init run started from."""
 
 
-def attach_reference(model: nn.Module, spec: AdapterSpec, directory: Path) -> None:
+def attach_reference(
+    model: nn.Module, spec: AdapterSpec, directory: Path, metadata: AdapterMetadata
+) -> None:
     """Attach bank REFERENCE_BANK to `model`, filled with the adapters saved in `directory`
-    (already checked to fit `spec`) and frozen."""
+    (their `metadata`, already checked to fit `spec`) and frozen."""
     attach(model, REFERENCE_BANK, spec)
-    fill_bank(model, REFERENCE_BANK, directory, read_metadata(directory))
+    fill_bank(model, REFERENCE_BANK, directory, metadata)
     for p in bank_parameters(model, REFERENCE_BANK):
         p.requires_grad_(False)
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 from torch.testing import assert_close
+from training_fixtures import metrics_lines, stop_at_once_else_word, stop_at_step
 from training_fixtures import online_config as two_round_config
-from training_fixtures import stop_at_once_else_word, stop_at_step
 
 from steering.model.mixing import load_bank
 from steering.model.steerer import TorchSteerer
@@ -94,7 +94,7 @@ def test_rounds_sampled_one_round_behind_train_the_adapters(
     before = [p.detach().clone() for p in trainer.parameters]
     run_async(trainer, backend_for)
     assert any(not torch.equal(b, a) for b, a in zip(before, trainer.parameters, strict=True))
-    lines = [json.loads(x) for x in (trainer.out / "metrics.jsonl").read_text().splitlines()]
+    lines = metrics_lines(trainer)
     assert [m["rounds/lag"] for m in lines] == [0, 1, 1]
     assert all(m["pairs"] > 0 and "losses/dpo" in m for m in lines)
     written = [json.loads(samples_path(trainer.out, i).read_text()) for i in range(3)]
