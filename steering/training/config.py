@@ -147,6 +147,12 @@ class TrainConfig:
     rewards as z-scores under the base-model calibration) or rank (w . each objective's percentile
     rank among the prompt's candidates, so every objective spans the same range whatever its
     spread)"""
+    selection_floor: float = 0.0
+    """online-dpo: candidates for a weighting w are compared by (1 - F) w + F / K, so no
+    objective weighs nothing in the comparison (the pair stays conditioned on w): at a corner
+    or an edge of the simplex, of two answers that serve w alike the one better on the other
+    objectives is chosen, as a strictly positive weighting's best answer is Pareto optimal and a
+    zero weight's need not be (0: compared by w)"""
     sft_weight: float = 0.0
     """dpo, online-dpo: weight of the chosen responses' negative log-likelihood (averaged as
     --sft-loss says) added to the DPO loss, which keeps the preferred answers likely while the
@@ -193,6 +199,8 @@ class TrainConfig:
             raise UserError("init_from is used only by online-dpo")
         elif self.relabel_weightings:
             raise UserError("relabel_weightings is used only by online-dpo")
+        elif self.selection_floor:
+            raise UserError("selection_floor is used only by online-dpo")
         elif self.reject:
             raise UserError("reject is used only by online-dpo")
         elif self.sampler != "torch":
@@ -240,6 +248,10 @@ class TrainConfig:
         for kind in self.reject_kinds:
             if kind not in KINDS:
                 raise UserError(f"reject {kind!r} is unknown; choose from {', '.join(KINDS)}")
+        if not 0 <= self.selection_floor <= 1:
+            raise UserError(
+                f"selection_floor must be in [0, 1] (0: off), got {self.selection_floor}"
+            )
         if not 0 <= self.off_topic_similarity < 1:
             raise UserError(
                 f"off_topic_similarity must be in [0, 1) (0: off), got {self.off_topic_similarity}"

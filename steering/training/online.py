@@ -9,7 +9,7 @@ Round r:
    k = --samples responses per prompt;
 3. the objectives score them, normalised with the base-model calibration (r_hat);
 4. per prompt, the best sample by w . r_hat (--selection rank: by w . each objective's percentile
-   rank among the k) that clears the quality floor (`floor.degenerate`) is preferred to the worst
+   rank among the k; with --selection-floor F, by (1 - F) w + F / K) that clears the quality floor (`floor.degenerate`) is preferred to the worst
    rejectable sample (too short, or repeating the prompt: `floor.rejectable`; with --reject, also
    an offer of help or a restatement; with --off-topic-similarity, also far from the prompt:
    `off_topic`), else to the worst of all: one
@@ -161,6 +161,7 @@ def preference_pair(
     off_topic: np.ndarray | None = None,
     weights: np.ndarray | None = None,
     kinds: tuple[str, ...] = (),
+    selection_floor: float = 0.0,
 ) -> PreferencePair | None:
     """The pair one prompt's candidates (its k samples, all drawn at one weighting, and their
     sentence prefixes) form at the weighting w (`weights`, default the one they were drawn at;
@@ -169,9 +170,11 @@ def preference_pair(
     rejectable candidate (empty, under `min_words` words, repeating `echo_words` words of the
     prompt, of one of `kinds` (`floor.KINDS`), or flagged in `off_topic`, a bool per candidate)
     when there is one, however well it scores, else the worst of all. None when every candidate
-    is degenerate, or when none is rejectable and the best allowed is no better than the worst."""
+    is degenerate, or when none is rejectable and the best allowed is no better than the worst.
+    With `selection_floor` F they are compared by (1 - F) w + F / K instead of w."""
     w = np.array(samples[0].weights if weights is None else weights)
-    value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ w  # (k,)
+    compared_by = (1 - selection_floor) * w + selection_floor / len(w)
+    value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ compared_by  # (k,)
     floor = (min_words, echo_words, kinds)
     far = np.zeros(len(samples), dtype=bool) if off_topic is None else off_topic
     bad = far | np.array([rejectable(s.prompt, s.text, *floor) for s in samples])
@@ -277,7 +280,11 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
             relabel,
             cfg.corner_share,
         )
-        if (pair := preference_pair(candidates, rows, *floor, flags, w, cfg.reject_kinds))
+        if (
+            pair := preference_pair(
+                candidates, rows, *floor, flags, w, cfg.reject_kinds, cfg.selection_floor
+            )
+        )
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]

@@ -153,6 +153,33 @@ def test_the_same_candidates_pair_differently_at_another_weighting():
     assert positive.weights == (1.0, 0.0)  # the pair is conditioned on the weighting it used
 
 
+def test_a_selection_floor_chooses_the_pareto_better_of_two_answers_a_corner_ties():
+    samples = candidates(
+        ("Good coffee and a calm, kind room.", True),  # brief, positive
+        ("Cold coffee and a loud, rude room.", True),  # as brief, negative
+        ("The cafe was loud, the coffee was cold and the chairs were hard.", True),
+    )
+    r_hat = np.array([[1.0, 2.0], [-1.0, 2.0], [-1.0, -1.0]])
+    brevity = np.array([0.0, 1.0])
+    plain = preference_pair(samples, r_hat, "zscore", 5, 8, weights=brevity)
+    assert plain.chosen == samples[0].text  # argmax of the tie: the first, whatever it says
+    r_hat_swapped = r_hat[[1, 0, 2]]
+    swapped = [samples[i] for i in (1, 0, 2)]
+    tied = preference_pair(swapped, r_hat_swapped, "zscore", 5, 8, weights=brevity)
+    assert tied.chosen == swapped[0].text == samples[1].text  # the negative one
+    floored = preference_pair(
+        swapped, r_hat_swapped, "zscore", 5, 8, weights=brevity, selection_floor=0.2
+    )
+    # compared by (0.1, 0.9): 1.9 against 1.7; the pair is still conditioned on the corner
+    assert (floored.chosen, floored.rejected) == (samples[0].text, samples[2].text)
+    assert floored.weights == (0.0, 1.0)
+    # a floor of 1 compares by the uniform weighting, whatever w is
+    uniform = preference_pair(
+        swapped, r_hat_swapped, "zscore", 5, 8, weights=np.array([1.0, 0.0]), selection_floor=1
+    )
+    assert (uniform.chosen, uniform.weights) == (samples[0].text, (1.0, 0.0))
+
+
 def test_relabelled_weightings():
     rng = np.random.default_rng(0)
     assert relabelled("clp", (0.3, 0.7), 0, 0.5, rng).tolist() == [[0.3, 0.7]]
@@ -453,6 +480,10 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="dpo", reject="offer")
     with pytest.raises(UserError, match="relabel_weightings must not be negative"):
         TrainConfig(algo="online-dpo", relabel_weightings=-1)
+    with pytest.raises(UserError, match=r"selection_floor must be in \[0, 1\] \(0: off\), got 1.5"):
+        TrainConfig(algo="online-dpo", selection_floor=1.5)
+    with pytest.raises(UserError, match="selection_floor is used only by online-dpo"):
+        TrainConfig(algo="dpo", selection_floor=0.2)
     with pytest.raises(UserError, match="relabel_weightings is used only by online-dpo"):
         TrainConfig(algo="dpo", relabel_weightings=2)
     with pytest.raises(UserError, match="init_from is used only by online-dpo"):
