@@ -9,12 +9,12 @@ Round r:
    k = --samples responses per prompt;
 3. the objectives score them, normalised with the base-model calibration (r_hat);
 4. per prompt, the best sample by w . r_hat (--selection rank: by w . each objective's percentile
-   rank among the k; with --selection-floor F, by (1 - F) w + F / K) that clears the quality floor (`floor.degenerate`) is preferred to the worst
-   rejectable sample (too short, or repeating the prompt: `floor.rejectable`; with --reject, also
-   an offer of help or a restatement; with --off-topic-similarity, also far from the prompt:
-   `off_topic`), else to the worst of all: one
-   `PreferencePair` per prompt, and with --relabel-weightings N one more at each of N other
-   weightings, drawn like the round's (`relabelled`), from the same samples;
+   rank among the k; with --selection-floor F, by (1 - F) w + F / K) that clears the quality
+   floor (`floor.degenerate`) is preferred to the worst rejectable sample (too short, or
+   repeating the prompt: `floor.rejectable`; with --reject, also an offer of help or a
+   restatement; with --off-topic-similarity, also far from the prompt: `off_topic`), else to
+   the worst of all: one `PreferencePair` per prompt, and with --relabel-weightings N one more
+   at each of N other weightings, drawn like the round's (`relabelled`), from the same samples;
 5. --updates-per-round conditioned DPO steps (`Trainer.dpo_step`, with the --sft-weight NLL of
    the chosen answers) on the round's pairs update all adapters jointly.
 The next round samples from the updated policy (`PolicySampler`). With --sampler llamacpp
