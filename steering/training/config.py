@@ -16,6 +16,7 @@ from steering.training.schedule import LR_SCHEDULES
 TRAINED_METHODS = ("clp", "prompt", "soups")
 ALGOS = ("rloo", "rsf", "dpo", "online-dpo")
 SELECTIONS = ("zscore", "rank")
+FLOOR_AT = ("every", "mixed")
 SFT_LOSSES = ("sequence", "token")
 SAMPLERS = ("torch", "llamacpp")
 
@@ -153,6 +154,9 @@ class TrainConfig:
     or an edge of the simplex, of two answers that serve w alike the one better on the other
     objectives is chosen, as a strictly positive weighting's best answer is Pareto optimal and a
     zero weight's need not be (0: compared by w)"""
+    selection_floor_at: str = "every"
+    """online-dpo: where --selection-floor applies: every (each weighting) or mixed (every
+    weighting but the corners w = e_k, whose pairs are chosen by their one objective)"""
     sft_weight: float = 0.0
     """dpo, online-dpo: weight of the chosen responses' negative log-likelihood (averaged as
     --sft-loss says) added to the DPO loss, which keeps the preferred answers likely while the
@@ -199,7 +203,7 @@ class TrainConfig:
             raise UserError("init_from is used only by online-dpo")
         elif self.relabel_weightings:
             raise UserError("relabel_weightings is used only by online-dpo")
-        elif self.selection_floor:
+        elif self.selection_floor or self.selection_floor_at != "every":
             raise UserError("selection_floor is used only by online-dpo")
         elif self.reject:
             raise UserError("reject is used only by online-dpo")
@@ -252,6 +256,13 @@ class TrainConfig:
             raise UserError(
                 f"selection_floor must be in [0, 1] (0: off), got {self.selection_floor}"
             )
+        if self.selection_floor_at not in FLOOR_AT:
+            raise UserError(
+                f"selection_floor_at {self.selection_floor_at!r} is unknown; choose one of "
+                f"{', '.join(FLOOR_AT)}"
+            )
+        if self.selection_floor_at != "every" and not self.selection_floor:
+            raise UserError("selection_floor_at needs a selection_floor above 0")
         if not 0 <= self.off_topic_similarity < 1:
             raise UserError(
                 f"off_topic_similarity must be in [0, 1) (0: off), got {self.off_topic_similarity}"

@@ -162,6 +162,7 @@ def preference_pair(
     weights: np.ndarray | None = None,
     kinds: tuple[str, ...] = (),
     selection_floor: float = 0.0,
+    floor_at: str = "every",
 ) -> PreferencePair | None:
     """The pair one prompt's candidates (its k samples, all drawn at one weighting, and their
     sentence prefixes) form at the weighting w (`weights`, default the one they were drawn at;
@@ -171,9 +172,11 @@ def preference_pair(
     prompt, of one of `kinds` (`floor.KINDS`), or flagged in `off_topic`, a bool per candidate)
     when there is one, however well it scores, else the worst of all. None when every candidate
     is degenerate, or when none is rejectable and the best allowed is no better than the worst.
-    With `selection_floor` F they are compared by (1 - F) w + F / K instead of w."""
+    With `selection_floor` F they are compared by (1 - F) w + F / K instead of w: at every w, or
+    with `floor_at` "mixed" only where w is not a corner e_k."""
     w = np.array(samples[0].weights if weights is None else weights)
-    compared_by = (1 - selection_floor) * w + selection_floor / len(w)
+    f = selection_floor if floor_at == "every" or w.max() < 1 else 0.0
+    compared_by = (1 - f) * w + f / len(w)
     value = (percentile_ranks(r_hat) if selection == "rank" else r_hat) @ compared_by  # (k,)
     floor = (min_words, echo_words, kinds)
     far = np.zeros(len(samples), dtype=bool) if off_topic is None else off_topic
@@ -282,7 +285,14 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
         )
         if (
             pair := preference_pair(
-                candidates, rows, *floor, flags, w, cfg.reject_kinds, cfg.selection_floor
+                candidates,
+                rows,
+                *floor,
+                flags,
+                w,
+                cfg.reject_kinds,
+                cfg.selection_floor,
+                cfg.selection_floor_at,
             )
         )
     ]

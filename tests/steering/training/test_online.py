@@ -178,6 +178,21 @@ def test_a_selection_floor_chooses_the_pareto_better_of_two_answers_a_corner_tie
         swapped, r_hat_swapped, "zscore", 5, 8, weights=np.array([1.0, 0.0]), selection_floor=1
     )
     assert (uniform.chosen, uniform.weights) == (samples[0].text, (1.0, 0.0))
+    # floored only at mixed weightings, the corner's tie goes to the first again ...
+    mixed_only = {"selection_floor": 0.2, "floor_at": "mixed"}
+    cornered = preference_pair(
+        swapped, r_hat_swapped, "zscore", 5, 8, weights=brevity, **mixed_only
+    )
+    assert cornered.chosen == samples[1].text
+    # ... and a mixed weighting's candidates are still compared by the floored weighting:
+    # at (0.05, 0.95) the negative answer, a little briefer, is 2.04 against 1.95 by w; by
+    # (0.14, 0.86) it is 1.75 against 1.86
+    r_hat_mixed = np.array([[-1.0, 2.2], [1.0, 2.0], [-1.0, -1.0]])
+    near = np.array([0.05, 0.95])
+    by_w = preference_pair(swapped, r_hat_mixed, "zscore", 5, 8, weights=near)
+    assert by_w.chosen == samples[1].text
+    mixed = preference_pair(swapped, r_hat_mixed, "zscore", 5, 8, weights=near, **mixed_only)
+    assert (mixed.chosen, mixed.weights) == (samples[0].text, (0.05, 0.95))
 
 
 def test_relabelled_weightings():
@@ -484,6 +499,10 @@ def test_bad_online_config_is_refused():
         TrainConfig(algo="online-dpo", selection_floor=1.5)
     with pytest.raises(UserError, match="selection_floor is used only by online-dpo"):
         TrainConfig(algo="dpo", selection_floor=0.2)
+    with pytest.raises(UserError, match="selection_floor_at 'corners' is unknown; choose one of"):
+        TrainConfig(algo="online-dpo", selection_floor=0.5, selection_floor_at="corners")
+    with pytest.raises(UserError, match="selection_floor_at needs a selection_floor above 0"):
+        TrainConfig(algo="online-dpo", selection_floor_at="mixed")
     with pytest.raises(UserError, match="relabel_weightings is used only by online-dpo"):
         TrainConfig(algo="dpo", relabel_weightings=2)
     with pytest.raises(UserError, match="init_from is used only by online-dpo"):
