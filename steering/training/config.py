@@ -129,6 +129,12 @@ class TrainConfig:
     run started from: --init-from's adapters, frozen, mixed at each pair's weighting, so the run
     improves on them where its pairs say so instead of being pulled back to the base model; a
     resumed run keeps the reference it started with)"""
+    reference_samples: int = 0
+    """online-dpo with --reference init: of each prompt's k (--samples) samples, the last N are
+    drawn from the DPO reference (--init-from's adapters at the prompt's weighting) instead of
+    the policy, and compete for the pair as the policy's own do, so wherever the policy has
+    fallen behind the adapters it started from, their answer is the chosen one (0: all k from
+    the policy)"""
     sampler: str = "torch"
     """online-dpo: where rounds are sampled: torch (by the learner between its updates, from the
     policy as it is) or llamacpp (a second process samples the next round on llama.cpp while the
@@ -211,6 +217,8 @@ class TrainConfig:
             raise UserError("sampler is used only by online-dpo")
         elif self.reference != "base":
             raise UserError("reference is used only by online-dpo")
+        elif self.reference_samples:
+            raise UserError("reference_samples is used only by online-dpo")
         if self.sample_min_words < 0:
             raise UserError(f"sample_min_words must not be negative, got {self.sample_min_words}")
         if self.sample_min_words and self.algo not in ("rloo", "online-dpo"):
@@ -273,6 +281,15 @@ class TrainConfig:
             )
         if self.reference == "init" and not self.init_from:
             raise UserError("reference init needs --init-from: the adapters the run starts from")
+        if not 0 <= self.reference_samples < self.samples:
+            raise UserError(
+                f"reference_samples must be in [0, samples) so the policy samples too, got "
+                f"{self.reference_samples}"
+            )
+        if self.reference_samples and self.reference != "init":
+            raise UserError("reference_samples needs --reference init: the policy they come from")
+        if self.reference_samples and self.sampler != "torch":
+            raise UserError("reference_samples needs --sampler torch")
 
     @property
     def objective_names(self) -> tuple[str, ...]:

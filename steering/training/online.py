@@ -6,7 +6,8 @@ Round r:
    rows for clp and prompt, a --corner-share of them at corners, corners w = e_k for soups),
    from a generator seeded with (seed, r, process);
 2. the current policy, conditioned on w as the method says (`method_conditioning`), samples
-   k = --samples responses per prompt;
+   k = --samples responses per prompt (with --reference-samples N, the last N of them are
+   sampled by the DPO reference, --init-from's adapters at w, and compete with the policy's);
 3. the objectives score them, normalised with the base-model calibration (r_hat);
 4. per prompt, the best sample by w . r_hat (--selection rank: by w . each objective's percentile
    rank among the k; with --selection-floor F, by (1 - F) w + F / K) that clears the quality
@@ -56,8 +57,15 @@ from steering.objectives.embedding import relevance
 from steering.training.floor import degenerate, rejectable
 from steering.training.losses import percentile_ranks, scalarise, sequence_kl
 from steering.training.pool import Candidate, sentence_prefixes
-from steering.training.records import PreferencePair, sample_weightings
-from steering.training.reference import attach_reference, keep_reference
+from steering.training.records import (
+    PolicySamples,
+    PreferencePair,
+    rejoined,
+    sample_request,
+    sample_weightings,
+    split_request,
+)
+from steering.training.reference import REFERENCE_BANK, attach_reference, keep_reference
 from steering.training.trainer import Trainer, step_rng
 
 ROUNDS_DIR = "rounds"
@@ -117,16 +125,25 @@ class PolicySampler:
     def samples(self, trainer: Trainer, index: int) -> RoundSamples:
         cfg = trainer.config
         rng = step_rng(cfg.seed, index, trainer.accelerator.process_index)
-        sampled = trainer.sample_responses(rng, cfg.temperature)
-        tokens = sampled.batch.response_mask.sum(dim=1).tolist()  # (P*k,)
-        samples = [
-            Candidate(prompt, text, n, tuple(w.tolist()), ended)
-            for prompt, text, n, w, ended in zip(
-                sampled.prompts, sampled.texts, tokens, sampled.weights, sampled.ended, strict=True
-            )
-        ]
-        raw = trainer.objective_set.score(sampled.prompts, sampled.texts)
+        request = sample_request(cfg, trainer.prompts, len(trainer.objectives), rng)
+        own, theirs = split_request(request, cfg.samples, cfg.reference_samples)
+        samples = drawn(trainer.sample_rows(own, cfg.temperature))
+        if theirs is not None:  # --reference-samples: the last of each prompt's rows
+            reference = drawn(trainer.sample_rows(theirs, cfg.temperature, REFERENCE_BANK))
+            samples = rejoined(samples, reference, cfg.samples, cfg.reference_samples)
+        raw = trainer.objective_set.score([s.prompt for s in samples], [s.text for s in samples])
         return RoundSamples(index, samples, raw, policy_rounds=index)
+
+
+def drawn(sampled: PolicySamples) -> list[Candidate]:
+    """Sampled responses as candidates, each with its prompt, length and weighting."""
+    tokens = sampled.batch.response_mask.sum(dim=1).tolist()  # (rows,)
+    return [
+        Candidate(prompt, text, n, tuple(w.tolist()), ended)
+        for prompt, text, n, w, ended in zip(
+            sampled.prompts, sampled.texts, tokens, sampled.weights, sampled.ended, strict=True
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -298,6 +315,9 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
+    # measured on the policy's own samples: with --reference-samples, the first of each prompt's
+    own = np.arange(len(samples)) % k < k - cfg.reference_samples  # (P*k,)
+    r_hat, samples = r_hat[own], [s for s, mine in zip(samples, own, strict=True) if mine]
     w = torch.tensor([s.weights for s in samples], dtype=torch.float64)  # (P*k, K)
     reward = scalarise(w, torch.as_tensor(r_hat))  # (P*k,)
     metrics = {f"rewards/{n}": float(r_hat[:, i].mean()) for i, n in enumerate(trainer.objectives)}
@@ -316,7 +336,23 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
             "rounds/lag": float(sampled.index - sampled.policy_rounds),
         }
     )
+    if cfg.reference_samples:
+        metrics["pairs/reference"] = reference_chosen(sampled.samples, ~own, pairs)
     return OnlineRound(sampled, pairs, metrics)
+
+
+def reference_chosen(
+    samples: list[Candidate], theirs: np.ndarray, pairs: list[PreferencePair]
+) -> float:
+    """The share of `pairs` whose chosen answer is one of the reference's samples (`theirs`, a
+    bool per sample) or one of their sentence prefixes."""
+    texts = {
+        c.text
+        for s, mine in zip(samples, theirs, strict=True)
+        if mine
+        for c in [s, *sentence_prefixes(s)]
+    }
+    return float(np.mean([p.chosen in texts for p in pairs])) if pairs else 0.0
 
 
 def round_path(trainer: Trainer, index: int) -> Path:

@@ -5,8 +5,9 @@
 - `PreferencePair`: dpo's and online-dpo's record, the chosen (best for w) and rejected (worst
   for w) candidates.
 - `SampleRequest`: what an rloo step or an online-dpo round asks the policy for, drawn by
-  `sample_request` (the same draws on torch and on llama.cpp); `PolicySamples`: the responses,
-  with the weightings and token ids they were sampled with.
+  `sample_request` (the same draws on torch and on llama.cpp), and split by `split_request`
+  when the DPO reference samples some of its rows; `PolicySamples`: the responses, with the
+  weightings and token ids they were sampled with.
 - `sample_weightings`: the one sampler of training weightings, for rloo steps, later rounds'
   pools and the selection of examples. It only ever consumes `rng` as the step it serves did
   before there was one sampler, so every seeded run and every resumed run draws the same w.
@@ -70,6 +71,33 @@ def sample_request(
         np.repeat(weights, config.samples, axis=0),
         int(rng.integers(2**31)),
     )
+
+
+def split_request(
+    request: SampleRequest, k: int, n: int
+) -> tuple[SampleRequest, SampleRequest | None]:
+    """A request of P prompts, k rows each, as two (--reference-samples n): the first k - n rows
+    of each prompt for the policy, with the request's seed, and the last n for the DPO reference,
+    with the next seed; all k for the policy (and None) when n is 0."""
+    if not n:
+        return request, None
+    theirs = np.arange(len(request.prompts)) % k >= k - n  # (P*k,)
+
+    def rows(kept: np.ndarray, seed: int) -> SampleRequest:
+        prompts = [p for p, keep in zip(request.prompts, kept, strict=True) if keep]
+        return SampleRequest(prompts, request.weights[kept], seed)
+
+    return rows(~theirs, request.seed), rows(theirs, request.seed + 1)
+
+
+def rejoined(own: list, theirs: list, k: int, n: int) -> list:
+    """The rows of `split_request`'s two halves in the request's order again: each prompt's
+    k - n from the policy, then its n from the reference."""
+    return [
+        row
+        for p in range(len(own) // (k - n))
+        for row in own[p * (k - n) : (p + 1) * (k - n)] + theirs[p * n : (p + 1) * n]
+    ]
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,7 @@ from steering.training.pool import Candidate, read_pool, sample_pool, sentence_p
 from steering.training.records import (
     PolicySamples,
     PreferencePair,
+    SampleRequest,
     SftExample,
     sample_request,
     sample_weightings,
@@ -89,27 +90,11 @@ from steering.training.records import (
 from steering.training.reference import reference_logprobs
 from steering.training.schedule import learning_rate
 from steering.training.scoring import pool_scores_path, score_pool
+from steering.training.state import TrainState, resumed_command
 
 
 def step_rng(seed: int, step: int, process: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, step, process])
-
-
-@dataclass
-class TrainState:
-    step: int = 0
-    # training time over every piece of a resumed run, and its command (`resumed_command`)
-    seconds: float = 0.0
-    command: str = field(default_factory=lambda: "python -m steering " + " ".join(sys.argv[1:]))
-    resumes: int = 0
-
-
-def resumed_command(first: str | None, now: str) -> str:
-    """A resumed run's command: the first, then (after `&&`) the resuming one if it changes
-    more than --resume (a longer --rounds, say), so the record names every piece's command."""
-    last = (first or "").rsplit(" && ", 1)[-1].split(" ")
-    same = [a for a in now.split(" ") if a != "--resume"] == [a for a in last if a != "--resume"]
-    return now if not first else first if same else f"{first} && {now}"
 
 
 class Trainer:
@@ -275,7 +260,16 @@ class Trainer:
         """k (--samples) responses from the policy to each of --prompts-per-step prompts, each
         prompt at its own weighting, all drawn from rng."""
         request = sample_request(self.config, self.prompts, len(self.objectives), rng)
+        return self.sample_rows(request, temperature)
+
+    def sample_rows(
+        self, request: SampleRequest, temperature: float, bank: str | None = None
+    ) -> PolicySamples:
+        """The responses to a request's rows, each at its weighting: from the policy, or from
+        another `bank` attached to the model (--reference init's), conditioned the same way."""
         model_prompts, conditioning = self.condition(request.prompts, request.weights)
+        if bank is not None:
+            conditioning = replace(conditioning, bank=bank)
         batch = sample_batch(
             self.unwrapped,
             self.base.tokenizer,

@@ -6,8 +6,11 @@ import pytest
 from steering.evaluation.pareto import sample_dirichlet
 from steering.training.records import (
     PreferencePair,
+    SampleRequest,
     SftExample,
+    rejoined,
     sample_weightings,
+    split_request,
     weighting_count,
 )
 
@@ -127,3 +130,21 @@ def test_a_corner_share_replaces_that_share_of_dirichlet_rows_with_corners(metho
     counts = np.bincount(np.argmax(some[at_corner], axis=1), minlength=3)
     assert counts.min() > 0.25 * at_corner.sum()
     assert set(rows(draw(1.0))) == CORNERS_3  # corners only
+
+
+def test_a_request_splits_each_prompts_last_rows_off_for_the_reference_and_rejoins():
+    prompts = [p for p in "ab" for _ in range(4)]  # two prompts, k = 4 rows each
+    weights = np.repeat(np.array([[0.2, 0.8], [1.0, 0.0]]), 4, axis=0)
+    request = SampleRequest(prompts, weights, seed=7)
+    assert split_request(request, 4, 0) == (request, None)  # nothing split off
+    own, theirs = split_request(request, 4, 1)
+    assert own.prompts == ["a"] * 3 + ["b"] * 3 and theirs.prompts == ["a", "b"]
+    np.testing.assert_array_equal(theirs.weights, [[0.2, 0.8], [1.0, 0.0]])
+    np.testing.assert_array_equal(own.weights, weights[[0, 1, 2, 4, 5, 6]])
+    assert (own.seed, theirs.seed) == (7, 8)  # the reference samples with a seed of its own
+    rows = list(range(8))
+    kept, split = [r for r in rows if r % 4 < 3], [r for r in rows if r % 4 == 3]
+    assert rejoined(kept, split, 4, 1) == rows
+    two_each = split_request(request, 4, 2)
+    assert two_each[0].prompts == two_each[1].prompts == ["a", "a", "b", "b"]
+    assert rejoined([0, 1, 4, 5], [2, 3, 6, 7], 4, 2) == rows

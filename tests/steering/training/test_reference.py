@@ -1,3 +1,4 @@
+import json
 import math
 import shutil
 
@@ -10,8 +11,10 @@ from training_fixtures import metrics_lines, online_config, stop_at_step
 from steering.errors import UserError
 from steering.model.mixing import ADAPTER_FILE, bank_parameters, load_bank
 from steering.training.config import TrainConfig
+from steering.training.online import PolicySampler, start_from
+from steering.training.records import sample_request, split_request
 from steering.training.reference import REFERENCE_BANK
-from steering.training.trainer import Trainer
+from steering.training.trainer import Trainer, step_rng
 
 
 @pytest.fixture
@@ -104,6 +107,42 @@ def test_a_run_resumes_only_against_the_reference_it_started_with(
         started_from(saved, tmp_path / "c", prompts_file, fresh_base, **again).run()
 
 
+def test_reference_samples_come_from_the_reference_and_compete_for_the_pairs(
+    saved, tmp_path, prompts_file, fresh_base
+):
+    overrides = dict(reference="init", reference_samples=1)
+
+    def peaked():  # the tiny model's next-token distribution is nearly flat: sharpen it
+        base = fresh_base()
+        with torch.no_grad():
+            base.model.lm_head.weight.mul_(1000.0)
+        return base
+
+    trainer = started_from(saved, tmp_path / "b", prompts_file, peaked, **overrides)
+    start_from(trainer, saved)
+    with torch.no_grad():  # a policy far from its reference, so the two sample differently
+        generator = torch.Generator().manual_seed(0)
+        for p in trainer.parameters:
+            p.add_(torch.randn(p.shape, generator=generator))
+    sampled = PolicySampler().samples(trainer, 1)
+    texts = [s.text for s in sampled.samples]
+    request = sample_request(trainer.config, trainer.prompts, 2, step_rng(0, 1))
+    own, theirs = split_request(request, 2, 1)
+    temperature = trainer.config.temperature
+    assert [s.prompt for s in sampled.samples] == request.prompts  # two prompts, two rows each
+    assert texts[1::2] == trainer.sample_rows(theirs, temperature, REFERENCE_BANK).texts
+    assert texts[0::2] == trainer.sample_rows(own, temperature).texts
+    assert texts[0::2] != trainer.sample_rows(own, temperature, REFERENCE_BANK).texts
+    # a whole run: every round's pairs are formed from both, and says how often the reference won
+    run = started_from(saved, tmp_path / "c", prompts_file, fresh_base, **overrides)
+    run.run()
+    for index, line in enumerate(metrics_lines(run), start=1):
+        record = json.loads((run.out / "rounds" / f"round-{index:04d}.p0.json").read_text())
+        theirs_texts = {s["text"] for s in record["samples"][1::2]}
+        won = [p["chosen"] in theirs_texts for p in record["pairs"]]
+        assert line["pairs/reference"] == pytest.approx(sum(won) / len(won))
+
+
 def test_a_bad_reference_is_refused():
     with pytest.raises(UserError, match="reference 'sft' is unknown; choose one of base, init"):
         TrainConfig(algo="online-dpo", reference="sft")
@@ -111,3 +150,14 @@ def test_a_bad_reference_is_refused():
         TrainConfig(algo="online-dpo", reference="init")
     with pytest.raises(UserError, match="reference is used only by online-dpo"):
         TrainConfig(algo="dpo", reference="init")
+    init = dict(algo="online-dpo", reference="init", init_from="runs/a")
+    with pytest.raises(UserError, match=r"reference_samples must be in \[0, samples\) so the"):
+        TrainConfig(**init, samples=4, reference_samples=4)
+    with pytest.raises(UserError, match="reference_samples must be in"):
+        TrainConfig(**init, reference_samples=-1)
+    with pytest.raises(UserError, match="reference_samples needs --reference init"):
+        TrainConfig(algo="online-dpo", reference_samples=1)
+    with pytest.raises(UserError, match="reference_samples needs --sampler torch"):
+        TrainConfig(**init, reference_samples=1, sampler="llamacpp")
+    with pytest.raises(UserError, match="reference_samples is used only by online-dpo"):
+        TrainConfig(algo="dpo", reference_samples=1)
