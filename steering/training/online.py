@@ -315,7 +315,7 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
     ]
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
-    # measured on the policy's own samples: with --reference-samples, the first of each prompt's
+    # measured on the policy's own samples (with --reference-samples N, each prompt's first k - N)
     own = np.arange(len(samples)) % k < k - cfg.reference_samples  # (P*k,)
     r_hat, samples = r_hat[own], [s for s, mine in zip(samples, own, strict=True) if mine]
     w = torch.tensor([s.weights for s in samples], dtype=torch.float64)  # (P*k, K)
