@@ -60,6 +60,7 @@ from steering.training.pool import Candidate, sentence_prefixes
 from steering.training.records import (
     PolicySamples,
     PreferencePair,
+    reference_rows,
     rejoined,
     sample_request,
     sample_weightings,
@@ -316,7 +317,7 @@ def form_round(trainer: Trainer, sampled: RoundSamples) -> OnlineRound:
     rng = step_rng(cfg.seed, ORDER_SEEDS + sampled.index, trainer.accelerator.process_index)
     pairs = [pairs[i] for i in rng.permutation(len(pairs))]
     # measured on the policy's own samples (with --reference-samples N, each prompt's first k - N)
-    own = np.arange(len(samples)) % k < k - cfg.reference_samples  # (P*k,)
+    own = ~reference_rows(len(samples), k, cfg.reference_samples)  # (P*k,)
     r_hat, samples = r_hat[own], [s for s, mine in zip(samples, own, strict=True) if mine]
     w = torch.tensor([s.weights for s in samples], dtype=torch.float64)  # (P*k, K)
     reward = scalarise(w, torch.as_tensor(r_hat))  # (P*k,)

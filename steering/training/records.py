@@ -73,6 +73,12 @@ def sample_request(
     )
 
 
+def reference_rows(count: int, k: int, n: int) -> np.ndarray:
+    """(count,) which of P prompts' k rows each are the DPO reference's (--reference-samples n):
+    the last n of every prompt's."""
+    return np.arange(count) % k >= k - n
+
+
 def split_request(
     request: SampleRequest, k: int, n: int
 ) -> tuple[SampleRequest, SampleRequest | None]:
@@ -81,7 +87,7 @@ def split_request(
     with the next seed; all k for the policy (and None) when n is 0."""
     if not n:
         return request, None
-    theirs = np.arange(len(request.prompts)) % k >= k - n  # (P*k,)
+    theirs = reference_rows(len(request.prompts), k, n)  # (P*k,)
 
     def rows(kept: np.ndarray, seed: int) -> SampleRequest:
         prompts = [p for p, keep in zip(request.prompts, kept, strict=True) if keep]
