@@ -293,6 +293,8 @@ ADJECTIVES = {
     "conciseness": "concise",
     "brevity": "brief and complete",
     "answer_relevance": "relevant to the prompt",
+    "direct_brevity": "brief and complete",
+    "direct_relevance": "relevant to the prompt",
     "relevance": "relevant to the prompt",
     "readability": "readable",
     "fluency": "fluent",

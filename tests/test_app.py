@@ -256,6 +256,12 @@ def test_hover_text_never_carries_generated_markup():
     assert "&lt;script&gt;" in hovers
 
 
+def test_rating_questions_name_what_the_shipped_objectives_ask():
+    assert app_plots.question("direct_brevity") == "Which is more brief and complete?"
+    assert app_plots.question("direct_relevance") == "Which is more relevant to the prompt?"
+    assert app_plots.question("my_reward") == "Which does better on my_reward?"
+
+
 def test_hypervolume_per_method_by_hand():
     points = [
         app_plots.PlotPoint(1, "clp", (0.5, 0.5), (1.0, 1.0), ""),
